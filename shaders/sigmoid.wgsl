@@ -1,0 +1,43 @@
+// Sigmoid over a flat array of f32, one element per invocation.
+//
+// Bindings (group 0), keep in sync with `kernels::sigmoid` in src/kernels/sigmoid.rs:
+//   0  uniform              Params
+//   1  storage, read        input  (f32)
+//   2  storage, read_write  output (f32)
+//
+// Algorithm: with e = exp(-|x|), which lies in (0, 1], sigmoid(x) = 1 / (1 + e) for x >= 0
+// and e / (1 + e) otherwise. No intermediate can overflow, so every finite x gives a finite
+// result in [0, 1]; rounding 1 / (1 + e) cannot exceed 1, and e / (1 + e) is never negative.
+//
+// Grid: the host folds the workgroups into two dimensions (`groups_x` wide) because a
+// dimension holds at most 65,535 workgroups on most adapters; invocations past `len` exit.
+
+struct Params {
+    // Element offset of the chunk's first element inside the input binding.
+    in_offset: u32,
+    // Element offset of the chunk's first element inside the output binding.
+    out_offset: u32,
+    // Elements in the chunk.
+    len: u32,
+    // Width of the folded dispatch grid, in workgroups.
+    groups_x: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+
+@compute @workgroup_size(WG_SIZE)
+fn sigmoid(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let i = (workgroup.y * params.groups_x + workgroup.x) * WG_SIZE + lane;
+    if i >= params.len {
+        return;
+    }
+
+    let x = input[params.in_offset + i];
+    let e = exp_nonpositive(-abs(x), 0.0);
+    output[params.out_offset + i] = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+}

@@ -1,0 +1,225 @@
+// Softmax over the last axis of a row-major [rows, cols] array of f32:
+// p_i = exp(x_i - m) / sum_j exp(x_j - m), with m the row max.
+//
+// Bindings (group 0), keep in sync with `kernels::softmax` in src/kernels/softmax.rs:
+//   0  uniform              Params
+//   1  storage, read        input    (f32)
+//   2  storage, read_write  output   (f32)
+//   3  storage, read_write  partials (vec2<f32>: block max, block sum), one per (row, block)
+//   4  storage, read_write  row_stats (vec2<f32>: row max, row sum), one per row
+//
+// Entry points, chosen by the planner (src/planner.rs):
+//   softmax_rows       one workgroup per row, for rows of at most one block. Three sweeps over
+//                      the row: the max, the sum of exp(x - max), then the normalised write.
+//   softmax_partials   long rows, pass 1 of 3: one workgroup per block of `block_len`
+//                      elements writes the block's (max, sum of exp(x - block max)).
+//   softmax_merge      pass 2 of 3: one workgroup per row merges the row's partials into the
+//                      row's (max, sum) with the online normaliser of Milakov and Gimelshein,
+//                      "Online normalizer calculation for softmax", 2018 (arXiv:1805.02867):
+//                      d = d_a * exp(m_a - m) + d_b * exp(m_b - m), m = max(m_a, m_b).
+//   softmax_normalize  pass 3 of 3: one workgroup per block writes exp(x - m) / d.
+// Long rows thus cost two reads and one write per element, and no invocation loops more than
+// block_len / WG_SIZE times (llvmpipe silently ends loops after 65,535 iterations).
+//
+// Reductions run in workgroup memory as a halving tree over all WG_SIZE lanes, a power of
+// two; lanes without an element hold the identity (F32_LOWEST for the max, 0 for the sum),
+// so odd counts and rows shorter than the workgroup lose nothing.
+//
+// Grid: the host folds the workgroups into two dimensions (`groups_x` wide); workgroups past
+// `groups` exit. Both values come from the uniform buffer, so the exit is uniform control flow.
+
+struct Params {
+    // Element offset of the chunk's first element inside the input binding.
+    in_offset: u32,
+    // Element offset of the chunk's first element inside the output binding.
+    out_offset: u32,
+    // Row length.
+    cols: u32,
+    // Elements per block; equal to cols for softmax_rows.
+    block_len: u32,
+    // Blocks in a whole row.
+    blocks_per_row: u32,
+    // Row index of the chunk's first row, which indexes partials and row_stats.
+    first_row: u32,
+    // Block index, within its row, of the chunk's first block.
+    first_block: u32,
+    // Blocks per row inside this chunk: blocks_per_row, unless the chunk holds part of one row.
+    chunk_blocks: u32,
+    // Workgroups to run.
+    groups: u32,
+    // Width of the folded dispatch grid, in workgroups.
+    groups_x: u32,
+    // Always 1.0; see exp_difference in common.wgsl.
+    one: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partials: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read_write> row_stats: array<vec2<f32>>;
+
+var<workgroup> scratch_max: array<f32, WG_SIZE>;
+var<workgroup> scratch_sum: array<f32, WG_SIZE>;
+
+fn workgroup_index(workgroup: vec3<u32>) -> u32 {
+    return workgroup.y * params.groups_x + workgroup.x;
+}
+
+fn reduce_max(lane: u32, value: f32) -> f32 {
+    scratch_max[lane] = value;
+    workgroupBarrier();
+    for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
+        if lane < stride {
+            scratch_max[lane] = max(scratch_max[lane], scratch_max[lane + stride]);
+        }
+        workgroupBarrier();
+    }
+    let result = scratch_max[0];
+    // Every lane reads the result before any lane reuses the scratch array.
+    workgroupBarrier();
+    return result;
+}
+
+fn reduce_sum(lane: u32, value: f32) -> f32 {
+    scratch_sum[lane] = value;
+    workgroupBarrier();
+    for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
+        if lane < stride {
+            scratch_sum[lane] = scratch_sum[lane] + scratch_sum[lane + stride];
+        }
+        workgroupBarrier();
+    }
+    let result = scratch_sum[0];
+    workgroupBarrier();
+    return result;
+}
+
+// Returns d * exp(m - m_new) for m <= m_new. An empty partial (d = 0) contributes 0 even when
+// m - m_new is not finite.
+fn rescale(d: f32, m: f32, m_new: f32) -> f32 {
+    return select(d * exp_difference(m, m_new, params.one), 0.0, d == 0.0);
+}
+
+// Returns (max, sum of exp(x - max)) over input[start .. start + len).
+fn block_stats(lane: u32, start: u32, len: u32) -> vec2<f32> {
+    var local_max = F32_LOWEST;
+    for (var i = lane; i < len; i += WG_SIZE) {
+        local_max = max(local_max, input[start + i]);
+    }
+    let block_max = reduce_max(lane, local_max);
+
+    var local_sum = 0.0;
+    for (var i = lane; i < len; i += WG_SIZE) {
+        local_sum += exp_difference(input[start + i], block_max, params.one);
+    }
+    let block_sum = reduce_sum(lane, local_sum);
+
+    return vec2(block_max, block_sum);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_rows(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let row = workgroup_index(workgroup);
+    if row >= params.groups {
+        return;
+    }
+
+    let in_start = params.in_offset + row * params.cols;
+    let out_start = params.out_offset + row * params.cols;
+    let stats = block_stats(lane, in_start, params.cols);
+
+    for (var i = lane; i < params.cols; i += WG_SIZE) {
+        output[out_start + i] = exp_difference(input[in_start + i], stats.x, params.one) / stats.y;
+    }
+}
+
+// Position of one block of a split row inside the chunk.
+struct Block {
+    // Absolute row index.
+    row: u32,
+    // Block index within the row.
+    index: u32,
+    // Offset of the block's first element from the chunk's first element.
+    chunk_offset: u32,
+    // Elements in the block; the last block of a row may be short.
+    len: u32,
+}
+
+fn locate_block(group: u32) -> Block {
+    let local_row = group / params.chunk_blocks;
+    let local_block = group % params.chunk_blocks;
+    let index = params.first_block + local_block;
+    let len = min(params.block_len, params.cols - index * params.block_len);
+    let chunk_offset = local_row * params.cols + local_block * params.block_len;
+    return Block(params.first_row + local_row, index, chunk_offset, len);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_partials(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let group = workgroup_index(workgroup);
+    if group >= params.groups {
+        return;
+    }
+
+    let block = locate_block(group);
+    let stats = block_stats(lane, params.in_offset + block.chunk_offset, block.len);
+    if lane == 0u {
+        partials[block.row * params.blocks_per_row + block.index] = stats;
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_merge(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let row = workgroup_index(workgroup);
+    if row >= params.groups {
+        return;
+    }
+
+    // Each lane merges a strided subset of the row's partials, then the lanes merge
+    // through workgroup memory: first the max, then the rescaled sums.
+    let first = row * params.blocks_per_row;
+    var local_max = F32_LOWEST;
+    var local_sum = 0.0;
+    for (var b = lane; b < params.blocks_per_row; b += WG_SIZE) {
+        let partial = partials[first + b];
+        let merged_max = max(local_max, partial.x);
+        local_sum = rescale(local_sum, local_max, merged_max) + rescale(partial.y, partial.x, merged_max);
+        local_max = merged_max;
+    }
+    let row_max = reduce_max(lane, local_max);
+    let row_sum = reduce_sum(lane, rescale(local_sum, local_max, row_max));
+
+    if lane == 0u {
+        row_stats[row] = vec2(row_max, row_sum);
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_normalize(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let group = workgroup_index(workgroup);
+    if group >= params.groups {
+        return;
+    }
+
+    let block = locate_block(group);
+    let stats = row_stats[block.row];
+    let in_start = params.in_offset + block.chunk_offset;
+    let out_start = params.out_offset + block.chunk_offset;
+    for (var i = lane; i < block.len; i += WG_SIZE) {
+        output[out_start + i] = exp_difference(input[in_start + i], stats.x, params.one) / stats.y;
+    }
+}

@@ -1,0 +1,200 @@
+//! Launcher of shaders/softmax.wgsl.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{BufferRegion, ParamsBuffer, storage_entry, uniform_entry};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::planner::{self, DType, Grid, Kernel, Op, STATS_BYTES};
+use crate::shaders::ShaderFamily;
+
+/// Keep in sync with the bindings listed in shaders/softmax.wgsl.
+pub(super) const LAYOUT: [wgpu::BindGroupLayoutEntry; 5] = [
+    uniform_entry(0),
+    storage_entry(1, true),
+    storage_entry(2, false),
+    storage_entry(3, false),
+    storage_entry(4, false),
+];
+
+/// Keep in sync with `Params` in shaders/softmax.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct Params {
+    in_offset: u32,
+    out_offset: u32,
+    cols: u32,
+    block_len: u32,
+    blocks_per_row: u32,
+    first_row: u32,
+    first_block: u32,
+    chunk_blocks: u32,
+    groups: u32,
+    groups_x: u32,
+    /// Always 1.0, an operand that keeps the compiler from reassociating TwoSum.
+    one: f32,
+    _pad: u32,
+}
+
+impl Engine {
+    /// Records softmax over the last axis of a row-major `[rows, cols]` f32 array from `input`
+    /// into `output` as one compute pass on `encoder`. Nothing runs until the caller submits
+    /// the encoder. `input` and `output` must not overlap. A zero-size shape records nothing.
+    pub fn record_softmax(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: BufferRegion<'_>,
+        output: BufferRegion<'_>,
+        rows: u64,
+        cols: u64,
+    ) -> Result<()> {
+        let plan = planner::plan(Op::Softmax, DType::F32, rows, cols, self.caps())?;
+        if plan.chunks.is_empty() {
+            return Ok(());
+        }
+        input.check("input", rows * cols)?;
+        output.check("output", rows * cols)?;
+
+        self.scoped("recording softmax", || {
+            let (block_len, blocks_per_row) = match plan.kernel {
+                Kernel::SoftmaxSplit {
+                    block_len,
+                    blocks_per_row,
+                } => (block_len, blocks_per_row),
+                _ => (cols as u32, 1),
+            };
+
+            // The split kernel's partials and row stats. The row kernel binds small unused
+            // buffers instead, because every entry point shares one layout.
+            let (partials_bytes, stats_bytes) = match plan.merge {
+                Some(_) => (
+                    rows * blocks_per_row as u64 * STATS_BYTES,
+                    rows * STATS_BYTES,
+                ),
+                None => (STATS_BYTES, STATS_BYTES),
+            };
+            let usage = wgpu::BufferUsages::STORAGE;
+            let partials =
+                self.pool
+                    .acquire(self.device(), "softmax partials", partials_bytes, usage);
+            let row_stats =
+                self.pool
+                    .acquire(self.device(), "softmax row stats", stats_bytes, usage);
+
+            let alignment = self.caps().storage_offset_alignment;
+            let bindings: Vec<_> = plan
+                .chunks
+                .iter()
+                .map(|chunk| {
+                    (
+                        input.bind(&chunk.elements, alignment),
+                        output.bind(&chunk.elements, alignment),
+                    )
+                })
+                .collect();
+
+            let mut params: Vec<Params> = plan
+                .chunks
+                .iter()
+                .zip(&bindings)
+                .map(|(chunk, ((_, in_offset), (_, out_offset)))| Params {
+                    in_offset: *in_offset,
+                    out_offset: *out_offset,
+                    cols: cols as u32,
+                    block_len,
+                    blocks_per_row,
+                    first_row: chunk.first_row as u32,
+                    first_block: chunk.first_block,
+                    chunk_blocks: chunk.chunk_blocks,
+                    groups: chunk.grid.groups,
+                    groups_x: chunk.grid.x,
+                    one: 1.0,
+                    _pad: 0,
+                })
+                .collect();
+            if let Some(merge) = plan.merge {
+                params.push(Params {
+                    blocks_per_row,
+                    groups: merge.groups,
+                    groups_x: merge.x,
+                    one: 1.0,
+                    ..Params::default()
+                });
+            }
+            let params_buffer = ParamsBuffer::new(self, "softmax params", &params);
+
+            // Bind group `index` uses params[index]; the merge dispatch, last, binds the first
+            // chunk's input and output, which it does not access.
+            let (_, layout) = self.pipeline(ShaderFamily::Softmax, "softmax_rows")?;
+            let bind_groups: Vec<wgpu::BindGroup> = (0..params.len())
+                .map(|index| {
+                    let ((input, _), (output, _)) = &bindings[index.min(bindings.len() - 1)];
+                    self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("softmax"),
+                        layout: &layout,
+                        entries: &[
+                            wgpu::BindGroupEntry {
+                                binding: 0,
+                                resource: wgpu::BindingResource::Buffer(
+                                    params_buffer.binding(index),
+                                ),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 1,
+                                resource: wgpu::BindingResource::Buffer(input.clone()),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 2,
+                                resource: wgpu::BindingResource::Buffer(output.clone()),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 3,
+                                resource: partials.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 4,
+                                resource: row_stats.as_entire_binding(),
+                            },
+                        ],
+                    })
+                })
+                .collect();
+
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("softmax"),
+                timestamp_writes: None,
+            });
+            let dispatch = |pass: &mut wgpu::ComputePass<'_>,
+                            entry_point: &'static str,
+                            index: usize,
+                            grid: Grid|
+             -> Result<()> {
+                let (pipeline, _) = self.pipeline(ShaderFamily::Softmax, entry_point)?;
+                log::debug!("softmax: {entry_point} dispatch {grid:?}");
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind_groups[index], &[]);
+                pass.dispatch_workgroups(grid.x, grid.y, 1);
+                Ok(())
+            };
+
+            let chunks = plan.chunks.iter().enumerate();
+            match plan.merge {
+                None => {
+                    for (index, chunk) in chunks {
+                        dispatch(&mut pass, "softmax_rows", index, chunk.grid)?;
+                    }
+                }
+                Some(merge) => {
+                    for (index, chunk) in chunks.clone() {
+                        dispatch(&mut pass, "softmax_partials", index, chunk.grid)?;
+                    }
+                    dispatch(&mut pass, "softmax_merge", params.len() - 1, merge)?;
+                    for (index, chunk) in chunks {
+                        dispatch(&mut pass, "softmax_normalize", index, chunk.grid)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! sigmax evaluates sigmoid and softmax with WGSL compute shaders through wgpu, on any Vulkan,
+//! Metal, DX12 or GL adapter or on a software adapter, and checks results against an f64 CPU
+//! reference.
+//!
+//! Layers, from the bottom:
+//! - [`planner`]: a pure function from (op, shape, dtype, device limits) to kernel, dispatch
+//!   grids and chunks.
+//! - [`Engine::record_sigmoid`] and [`Engine::record_softmax`]: launchers that record into a
+//!   caller's `wgpu::CommandEncoder` on the caller's buffers, for pipelines that keep tensors
+//!   on the device.
+//! - [`Engine::sigmoid`], [`Engine::softmax`] and their `_into` forms: slice in, Vec out.
+//! - [`Backend`]: the same calls on the GPU or on the CPU reference.
+//!
+//! ```no_run
+//! use sigmax::{Engine, EngineOptions};
+//!
+//! let engine = Engine::new(EngineOptions::default())?;
+//! let logits = [1.0f32, 2.0, 3.0, 0.5, 0.5, 0.5];
+//! let probabilities = engine.softmax(&logits, 2, 3)?;
+//! assert!((probabilities[2] - 0.66524096).abs() < 1e-7);
+//! # Ok::<(), sigmax::Error>(())
+//! ```
+
+pub mod cpu;
+mod engine;
+mod error;
+pub mod io;
+mod kernels;
+pub mod planner;
+mod pool;
+mod run;
+pub mod shaders;
+pub mod verify;
+
+pub use engine::{
+    AdapterChoice, AdapterSummary, Engine, EngineOptions, list_adapters, list_adapters_async,
+};
+pub use error::{Error, Result};
+pub use kernels::BufferRegion;
+pub use planner::Op;
+
+/// Where an op runs: on a GPU engine, or on the CPU.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a program holds a few backends at most, and boxing the engine would add a step for every caller"
+)]
+pub enum Backend {
+    /// The f64 CPU reference.
+    // TODO: this is the f64 reference, about ten times slower than a vectorised f32 backend.
+    Cpu,
+    /// A wgpu device.
+    Gpu(Engine),
+}
+
+impl Backend {
+    /// A short name for logs and test output: `cpu`, or the adapter's name and backend.
+    pub fn name(&self) -> String {
+        match self {
+            Backend::Cpu => "cpu".to_owned(),
+            Backend::Gpu(engine) => {
+                let info = engine.adapter_info();
+                format!("{} ({:?})", info.name, info.backend)
+            }
+        }
+    }
+
+    /// Returns sigmoid(input).
+    pub fn sigmoid(&self, input: &[f32]) -> Result<Vec<f32>> {
+        match self {
+            Backend::Cpu => Ok(cpu::sigmoid(input)),
+            Backend::Gpu(engine) => engine.sigmoid(input),
+        }
+    }
+
+    /// Writes sigmoid(input) into `output`, which has the input's length.
+    pub fn sigmoid_into(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        match self {
+            Backend::Cpu => cpu::sigmoid_into(input, output),
+            Backend::Gpu(engine) => engine.sigmoid_into(input, output),
+        }
+    }
+
+    /// Returns the softmax of each of the `rows` rows of `cols` elements of `input`.
+    pub fn softmax(&self, input: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
+        match self {
+            Backend::Cpu => cpu::softmax(input, rows, cols),
+            Backend::Gpu(engine) => engine.softmax(input, rows, cols),
+        }
+    }
+
+    /// Writes the softmax of each row of `input` into `output`, which has the input's length.
+    pub fn softmax_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Backend::Cpu => cpu::softmax_into(input, rows, cols, output),
+            Backend::Gpu(engine) => engine.softmax_into(input, rows, cols, output),
+        }
+    }
+}

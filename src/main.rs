@@ -1,0 +1,273 @@
+//! The `sigmax` command line: sigmoid and softmax of .npy files on a GPU or the CPU, with an
+//! optional check against the f64 reference.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sigmax::io::{self, Array};
+use sigmax::verify::{self, Bound};
+use sigmax::{AdapterChoice, Backend, Engine, EngineOptions, Error, Op};
+
+/// Exit code of bad input: a missing or malformed file, or an invalid argument.
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code of `--verify` when a result exceeds the documented error bound.
+const EXIT_VERIFY_FAILED: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Sigmoid and softmax on any GPU through WGSL, checked against an f64 reference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Logistic sigmoid of every element.
+    Sigmoid(OpArgs),
+    /// Softmax over the last axis; a 1-D input is one row.
+    Softmax(OpArgs),
+    /// List every adapter found, with the limits that matter to sigmax.
+    Adapters,
+}
+
+#[derive(Args)]
+struct OpArgs {
+    /// Input .npy file: little-endian float32, C order, any number of dimensions.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Output .npy file, written with the input's shape. Replaced only when the run succeeds.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Where to compute. `auto` takes the best GPU adapter and falls back to the CPU when there
+    /// is none; `cpu` is the f64 reference.
+    #[arg(long, short, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// Run on this adapter instead: a number from `sigmax adapters`, or text that the
+    /// adapter's name contains. Takes precedence over `--backend`.
+    #[arg(long, short)]
+    adapter: Option<String>,
+    /// Also compute the f64 reference, print the max absolute, relative and ULP error, and exit
+    /// with code 3 when the documented bound is exceeded.
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Auto,
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+    Software,
+    Cpu,
+}
+
+/// A failure with its exit code.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        let code = match error {
+            Error::File { .. } | Error::InvalidArgument(_) | Error::TooLarge(_) => EXIT_BAD_INPUT,
+            _ => 1,
+        };
+        Failure {
+            message: error.to_string(),
+            code,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,sigmax=info"))
+        .format_target(false)
+        .format_timestamp(None)
+        .init();
+
+    let result = match cli.command {
+        Command::Sigmoid(args) => run_op(Op::Sigmoid, &args),
+        Command::Softmax(args) => run_op(Op::Softmax, &args),
+        Command::Adapters => {
+            print_adapters();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn open_backend(choice: BackendArg, adapter_text: Option<&str>) -> Result<Backend, Failure> {
+    let adapter = match (adapter_text, choice) {
+        (Some(text), _) => text.parse().unwrap_or_default(),
+        (None, BackendArg::Cpu) => return Ok(Backend::Cpu),
+        (None, BackendArg::Auto) => AdapterChoice::Auto,
+        (None, BackendArg::Vulkan) => AdapterChoice::Vulkan,
+        (None, BackendArg::Metal) => AdapterChoice::Metal,
+        (None, BackendArg::Dx12) => AdapterChoice::Dx12,
+        (None, BackendArg::Gl) => AdapterChoice::Gl,
+        (None, BackendArg::Software) => AdapterChoice::Software,
+    };
+    let falls_back = adapter == AdapterChoice::Auto;
+    let options = EngineOptions {
+        adapter,
+        ..Default::default()
+    };
+    match Engine::new(options) {
+        Ok(engine) => Ok(Backend::Gpu(engine)),
+        Err(error @ Error::NoAdapter { .. }) if falls_back => {
+            log::warn!("{error}; running on the CPU");
+            Ok(Backend::Cpu)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn compute(op: Op, backend: &Backend, input: &Array) -> sigmax::Result<Vec<f32>> {
+    match op {
+        Op::Sigmoid => backend.sigmoid(&input.data),
+        Op::Softmax => {
+            let (rows, cols) = input.rows_cols();
+            backend.softmax(&input.data, rows, cols)
+        }
+    }
+}
+
+fn run_op(op: Op, args: &OpArgs) -> Result<(), Failure> {
+    io::check_output_folder(&args.output)?;
+    let input = io::read_npy(&args.input)?;
+    let backend = open_backend(args.backend, args.adapter.as_deref())?;
+
+    let started = Instant::now();
+    let output = compute(op, &backend, &input)?;
+    log::info!(
+        "{op:?} of {} {:?} on {}: {:.1} ms",
+        args.input.display(),
+        input.shape,
+        backend.name(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+
+    let result = Array {
+        data: output,
+        shape: input.shape.clone(),
+    };
+    io::write_npy(&args.output, &result)?;
+
+    if args.verify {
+        verify_against_reference(op, &input, &result.data, &args.input)?;
+    }
+    Ok(())
+}
+
+fn verify_against_reference(
+    op: Op,
+    input: &Array,
+    output: &[f32],
+    path: &Path,
+) -> Result<(), Failure> {
+    let expected = compute(op, &Backend::Cpu, input)?;
+    let stats = verify::compare(output, &expected);
+    let bound = Bound::of(op);
+    let at = |index: usize| {
+        format!(
+            "at {} (got {:e}, expected {:e})",
+            verify::format_index(index, &input.shape),
+            output[index],
+            expected[index]
+        )
+    };
+
+    println!(
+        "{op:?} of {} {:?} against the f64 reference:",
+        path.display(),
+        input.shape
+    );
+    if output.is_empty() {
+        println!("  no elements");
+        return Ok(());
+    }
+    println!(
+        "  max abs error  {:.3e} {}",
+        stats.max_abs,
+        at(stats.max_abs_index)
+    );
+    println!(
+        "  max rel error  {:.3e} {}",
+        stats.max_rel,
+        at(stats.max_rel_index)
+    );
+    println!(
+        "  max ULP error  {} {}",
+        stats.max_ulp,
+        at(stats.max_ulp_index)
+    );
+    match bound.first_violation(output, &expected) {
+        None => {
+            println!("  bound          {bound}: met");
+            Ok(())
+        }
+        Some(index) => Err(Failure {
+            message: format!("result exceeds the bound of {bound} {}", at(index)),
+            code: EXIT_VERIFY_FAILED,
+        }),
+    }
+}
+
+fn print_adapters() {
+    let adapters = sigmax::list_adapters();
+    if adapters.is_empty() {
+        eprintln!(
+            "no adapters found; on Debian and Ubuntu, `apt-get install mesa-vulkan-drivers libvulkan1` \
+             installs a software Vulkan driver"
+        );
+        return;
+    }
+    for (index, adapter) in adapters.iter().enumerate() {
+        let info = &adapter.info;
+        let limits = &adapter.limits;
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        println!("{index}: {}", info.name);
+        println!(
+            "   backend {:?}, device type {:?}",
+            info.backend, info.device_type
+        );
+        println!("   driver {} ({})", info.driver, info.driver_info);
+        println!(
+            "   compute shaders {}, subgroup sizes {}..{}{}",
+            if adapter.compute { "yes" } else { "no" },
+            info.subgroup_min_size,
+            info.subgroup_max_size,
+            if adapter.features.contains(wgpu::Features::SUBGROUP) {
+                " (SUBGROUP)"
+            } else {
+                ""
+            },
+        );
+        println!(
+            "   max storage binding {:.0} MiB, max buffer {:.0} MiB",
+            mib(limits.max_storage_buffer_binding_size),
+            mib(limits.max_buffer_size)
+        );
+        println!(
+            "   workgroups per dimension {}, invocations per workgroup {}, workgroup memory {} KiB",
+            limits.max_compute_workgroups_per_dimension,
+            limits.max_compute_invocations_per_workgroup,
+            limits.max_compute_workgroup_storage_size / 1024
+        );
+    }
+}

@@ -1,0 +1,537 @@
+//! The shape planner: a pure function from (op, shape, dtype, device limits) to the kernel,
+//! the dispatch grids and the chunks that a launch records. Every shape decision lives here,
+//! so it is unit-tested without a device.
+//!
+//! Two limits shape every plan. A storage binding covers at most `max_storage_binding_bytes`
+//! (128 MiB on most adapters), so larger inputs run in chunks, each bound separately; a
+//! dispatch grid holds at most `max_workgroups_per_dimension` (65,535 on most adapters)
+//! workgroups per dimension, so grids are folded into two dimensions.
+
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+
+/// Invocations per workgroup of every kernel. Keep in sync with `WG_SIZE` in
+/// shaders/common.wgsl.
+pub const WORKGROUP_SIZE: u32 = 256;
+
+/// Most elements one invocation visits in one sweep over a block. llvmpipe silently ends a
+/// shader loop after 65,535 iterations per invocation (Mesa 22.3), so every loop in the
+/// kernels is bounded by the planner, whatever the input size.
+pub const MAX_LOOP_TRIPS: u32 = 64;
+
+/// Elements per block of a split row, and the longest row that `softmax_rows` takes.
+pub const BLOCK_LEN: u32 = WORKGROUP_SIZE * MAX_LOOP_TRIPS;
+
+/// Most partials one invocation of `softmax_merge` visits, which bounds a row at
+/// `BLOCK_LEN * WORKGROUP_SIZE * MAX_MERGE_TRIPS` (2^34) elements.
+pub const MAX_MERGE_TRIPS: u32 = 4096;
+
+/// Bytes of one f32 element.
+pub const F32_BYTES: u64 = 4;
+
+/// Bytes of one (max, sum) pair in the partials and row-stats buffers.
+pub const STATS_BYTES: u64 = 8;
+
+/// Largest host batch of the slice-in, Vec-out API, in bytes of input. Input, output and
+/// staging buffers of one batch are alive together, so this bounds device memory at about
+/// three times this value, whatever the input size.
+pub const HOST_BATCH_BYTES: u64 = 256 << 20;
+
+/// An operation the planner can plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Elementwise logistic sigmoid.
+    Sigmoid,
+    /// Softmax over the last axis.
+    Softmax,
+}
+
+/// Element type of the input and output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE 754 binary32.
+    F32,
+}
+
+/// The device limits that plans depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceCaps {
+    /// Largest storage buffer binding, in bytes.
+    pub max_storage_binding_bytes: u64,
+    /// Largest buffer, in bytes.
+    pub max_buffer_bytes: u64,
+    /// Most workgroups in one dimension of a dispatch.
+    pub max_workgroups_per_dimension: u32,
+    /// Alignment of a storage binding's offset, in bytes.
+    pub storage_offset_alignment: u64,
+}
+
+impl DeviceCaps {
+    /// Reads the caps from a device's limits.
+    pub fn from_limits(limits: &wgpu::Limits) -> Self {
+        DeviceCaps {
+            max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
+            max_buffer_bytes: limits.max_buffer_size,
+            max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            storage_offset_alignment: limits.min_storage_buffer_offset_alignment as u64,
+        }
+    }
+
+    /// Most elements of one chunk. A chunk's binding starts at the aligned offset at or below
+    /// its first element, so up to `storage_offset_alignment - 4` extra bytes are bound.
+    pub fn max_chunk_elements(&self) -> u64 {
+        let usable = self
+            .max_storage_binding_bytes
+            .saturating_sub(self.storage_offset_alignment);
+        // Element indices inside a binding are u32 in the shaders.
+        (usable / F32_BYTES).min(u32::MAX as u64 / 2)
+    }
+}
+
+/// The kernel a plan runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `sigmoid` in shaders/sigmoid.wgsl: one element per invocation.
+    Sigmoid,
+    /// `softmax_rows` in shaders/softmax.wgsl: one workgroup per row of at most `BLOCK_LEN`.
+    SoftmaxRows,
+    /// `softmax_partials`, `softmax_merge` and `softmax_normalize`: rows split into blocks.
+    SoftmaxSplit {
+        /// Elements per block.
+        block_len: u32,
+        /// Blocks in one row; the last may be short.
+        blocks_per_row: u32,
+    },
+}
+
+/// A dispatch grid folded into two dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    /// Workgroups along x.
+    pub x: u32,
+    /// Workgroups along y.
+    pub y: u32,
+    /// Workgroups that do work; the `x * y - groups` others exit at once.
+    pub groups: u32,
+}
+
+impl Grid {
+    /// Folds `groups` workgroups into a grid of at most `max_per_dimension` per dimension.
+    pub fn fold(groups: u64, max_per_dimension: u32) -> Result<Grid> {
+        let max = max_per_dimension as u64;
+        if groups > max * max || groups > u32::MAX as u64 {
+            return Err(Error::TooLarge(format!(
+                "{groups} workgroups exceed the dispatch grid of {max} x {max}"
+            )));
+        }
+        let x = groups.min(max);
+        let y = if x == 0 { 0 } else { groups.div_ceil(x) };
+        Ok(Grid {
+            x: x as u32,
+            y: y as u32,
+            groups: groups as u32,
+        })
+    }
+}
+
+/// The part of a launch bound and dispatched at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Elements of the launch covered by this chunk.
+    pub elements: Range<u64>,
+    /// Row of the chunk's first element.
+    pub first_row: u64,
+    /// Block, within its row, of the chunk's first element (0 unless the chunk holds part of
+    /// one split row).
+    pub first_block: u32,
+    /// Blocks per row inside the chunk (1 for kernels that do not split rows).
+    pub chunk_blocks: u32,
+    /// The dispatch over the chunk.
+    pub grid: Grid,
+}
+
+/// Everything a launcher needs to record one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The kernel to run.
+    pub kernel: Kernel,
+    /// Chunks in order; empty for a zero-size input.
+    pub chunks: Vec<Chunk>,
+    /// The `softmax_merge` dispatch, one workgroup per row, for `Kernel::SoftmaxSplit`.
+    pub merge: Option<Grid>,
+}
+
+/// Plans one launch of `op` over `rows` rows of `cols` elements. Sigmoid ignores the row
+/// structure and sees `rows * cols` elements.
+pub fn plan(op: Op, dtype: DType, rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
+    let DType::F32 = dtype;
+    if caps.max_chunk_elements() < BLOCK_LEN as u64 {
+        return Err(Error::TooLarge(format!(
+            "the device's max storage binding of {} bytes cannot hold one block of {BLOCK_LEN} elements",
+            caps.max_storage_binding_bytes
+        )));
+    }
+    let elements = rows.checked_mul(cols).ok_or_else(|| {
+        Error::TooLarge(format!(
+            "shape [{rows}, {cols}] has more than 2^64 elements"
+        ))
+    })?;
+    if elements == 0 {
+        let kernel = match op {
+            Op::Sigmoid => Kernel::Sigmoid,
+            Op::Softmax => Kernel::SoftmaxRows,
+        };
+        return Ok(Plan {
+            kernel,
+            chunks: Vec::new(),
+            merge: None,
+        });
+    }
+
+    match op {
+        Op::Sigmoid => plan_sigmoid(elements, caps),
+        Op::Softmax if cols <= BLOCK_LEN as u64 => plan_softmax_rows(rows, cols, caps),
+        Op::Softmax => plan_softmax_split(rows, cols, caps),
+    }
+}
+
+fn plan_sigmoid(elements: u64, caps: &DeviceCaps) -> Result<Plan> {
+    let max_chunk = caps.max_chunk_elements();
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < elements {
+        let end = elements.min(start + max_chunk);
+        let groups = (end - start).div_ceil(WORKGROUP_SIZE as u64);
+        chunks.push(Chunk {
+            elements: start..end,
+            first_row: start,
+            first_block: 0,
+            chunk_blocks: 1,
+            grid: Grid::fold(groups, caps.max_workgroups_per_dimension)?,
+        });
+        start = end;
+    }
+    Ok(Plan {
+        kernel: Kernel::Sigmoid,
+        chunks,
+        merge: None,
+    })
+}
+
+fn plan_softmax_rows(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
+    let rows_per_chunk = caps.max_chunk_elements() / cols;
+    let mut chunks = Vec::new();
+    let mut first_row = 0;
+    while first_row < rows {
+        let end_row = rows.min(first_row + rows_per_chunk);
+        chunks.push(Chunk {
+            elements: first_row * cols..end_row * cols,
+            first_row,
+            first_block: 0,
+            chunk_blocks: 1,
+            grid: Grid::fold(end_row - first_row, caps.max_workgroups_per_dimension)?,
+        });
+        first_row = end_row;
+    }
+    Ok(Plan {
+        kernel: Kernel::SoftmaxRows,
+        chunks,
+        merge: None,
+    })
+}
+
+fn plan_softmax_split(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
+    let block_len = BLOCK_LEN as u64;
+    let blocks_per_row = cols.div_ceil(block_len);
+    let max_blocks_per_row = (WORKGROUP_SIZE * MAX_MERGE_TRIPS) as u64;
+    if blocks_per_row > max_blocks_per_row {
+        return Err(Error::TooLarge(format!(
+            "a row of {cols} elements is longer than the longest supported row, {} elements",
+            max_blocks_per_row * block_len
+        )));
+    }
+    let partials_bytes = rows * blocks_per_row * STATS_BYTES;
+    if partials_bytes > caps.max_storage_binding_bytes {
+        return Err(Error::TooLarge(format!(
+            "the partials of {rows} rows of {cols} elements need {partials_bytes} bytes, \
+             more than the device's max storage binding of {} bytes",
+            caps.max_storage_binding_bytes
+        )));
+    }
+
+    let max_chunk = caps.max_chunk_elements();
+    let max = caps.max_workgroups_per_dimension;
+    let mut chunks = Vec::new();
+    if cols <= max_chunk {
+        // Whole rows per chunk.
+        let rows_per_chunk = max_chunk / cols;
+        let mut first_row = 0;
+        while first_row < rows {
+            let end_row = rows.min(first_row + rows_per_chunk);
+            chunks.push(Chunk {
+                elements: first_row * cols..end_row * cols,
+                first_row,
+                first_block: 0,
+                chunk_blocks: blocks_per_row as u32,
+                grid: Grid::fold((end_row - first_row) * blocks_per_row, max)?,
+            });
+            first_row = end_row;
+        }
+    } else {
+        // A row exceeds one binding: each chunk holds whole blocks of one row. `plan` checked
+        // that a binding holds at least one block.
+        let blocks_per_chunk = max_chunk / block_len;
+        for row in 0..rows {
+            let mut block = 0;
+            while block < blocks_per_row {
+                let end_block = blocks_per_row.min(block + blocks_per_chunk);
+                let start = row * cols + block * block_len;
+                let end = row * cols + cols.min(end_block * block_len);
+                chunks.push(Chunk {
+                    elements: start..end,
+                    first_row: row,
+                    first_block: block as u32,
+                    chunk_blocks: (end_block - block) as u32,
+                    grid: Grid::fold(end_block - block, max)?,
+                });
+                block = end_block;
+            }
+        }
+    }
+
+    Ok(Plan {
+        kernel: Kernel::SoftmaxSplit {
+            block_len: BLOCK_LEN,
+            blocks_per_row: blocks_per_row as u32,
+        },
+        chunks,
+        merge: Some(Grid::fold(rows, max)?),
+    })
+}
+
+/// Splits `rows` rows of `cols` elements into host batches of whole rows, each at most
+/// `HOST_BATCH_BYTES` of input unless one row alone is larger, and never above the device's
+/// max buffer size.
+pub fn plan_batches(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Vec<Range<u64>>> {
+    if rows == 0 || cols == 0 {
+        return Ok(Vec::new());
+    }
+    let row_bytes = cols.saturating_mul(F32_BYTES);
+    if row_bytes > caps.max_buffer_bytes {
+        return Err(Error::TooLarge(format!(
+            "a row of {cols} elements ({row_bytes} bytes) exceeds the device's max buffer size of {} bytes",
+            caps.max_buffer_bytes
+        )));
+    }
+    let batch_bytes = HOST_BATCH_BYTES.min(caps.max_buffer_bytes);
+    let rows_per_batch = (batch_bytes / row_bytes).max(1);
+    let mut batches = Vec::new();
+    let mut first = 0;
+    while first < rows {
+        let end = rows.min(first + rows_per_batch);
+        batches.push(first..end);
+        first = end;
+    }
+    Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Limits of lavapipe (Mesa 22.3) as a device requests them from the adapter.
+    fn lavapipe() -> DeviceCaps {
+        DeviceCaps {
+            max_storage_binding_bytes: 128 << 20,
+            max_buffer_bytes: 2 << 30,
+            max_workgroups_per_dimension: 65_535,
+            storage_offset_alignment: 16,
+        }
+    }
+
+    fn assert_covers(plan: &Plan, elements: u64) {
+        let mut next = 0;
+        for chunk in &plan.chunks {
+            assert_eq!(chunk.elements.start, next, "chunks leave a gap or overlap");
+            next = chunk.elements.end;
+        }
+        assert_eq!(next, elements, "chunks do not reach the last element");
+    }
+
+    fn assert_grids_fit(plan: &Plan, caps: &DeviceCaps) {
+        let grids = plan.chunks.iter().map(|c| c.grid).chain(plan.merge);
+        for grid in grids {
+            assert!(grid.x <= caps.max_workgroups_per_dimension, "{grid:?}");
+            assert!(grid.y <= caps.max_workgroups_per_dimension, "{grid:?}");
+            assert!(
+                grid.x as u64 * grid.y as u64 >= grid.groups as u64,
+                "{grid:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fold_keeps_small_grids_flat() {
+        assert_eq!(
+            Grid::fold(7, 65_535).unwrap(),
+            Grid {
+                x: 7,
+                y: 1,
+                groups: 7
+            }
+        );
+        assert_eq!(Grid::fold(65_535, 65_535).unwrap().y, 1);
+    }
+
+    #[test]
+    fn fold_wraps_past_dimension_limit() {
+        let grid = Grid::fold(65_536, 65_535).unwrap();
+        assert_eq!((grid.x, grid.y, grid.groups), (65_535, 2, 65_536));
+    }
+
+    #[test]
+    fn fold_rejects_grid_beyond_two_dimensions() {
+        assert!(Grid::fold(65_535 * 65_535 + 1, 65_535).is_err());
+    }
+
+    #[test]
+    fn zero_size_plans_no_dispatch() {
+        let caps = lavapipe();
+        for (rows, cols) in [(0, 5), (10, 0), (0, 0)] {
+            for op in [Op::Sigmoid, Op::Softmax] {
+                let plan = plan(op, DType::F32, rows, cols, &caps).unwrap();
+                assert!(plan.chunks.is_empty());
+                assert!(plan.merge.is_none());
+            }
+        }
+        assert!(plan_batches(0, 5, &caps).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sigmoid_past_workgroup_limit_folds() {
+        let caps = lavapipe();
+        let plan = plan(Op::Sigmoid, DType::F32, 16_776_961, 1, &caps).unwrap();
+        assert_eq!(plan.chunks.len(), 1);
+        assert_eq!(plan.chunks[0].grid.groups, 16_776_961u32.div_ceil(256));
+        assert!(plan.chunks[0].grid.y > 1);
+        assert_covers(&plan, 16_776_961);
+        assert_grids_fit(&plan, &caps);
+    }
+
+    #[test]
+    fn sigmoid_above_binding_size_chunks() {
+        let caps = lavapipe();
+        let elements = 33_554_433;
+        let plan = plan(Op::Sigmoid, DType::F32, elements, 1, &caps).unwrap();
+        assert_eq!(plan.chunks.len(), 2);
+        for chunk in &plan.chunks {
+            let bytes = (chunk.elements.end - chunk.elements.start) * F32_BYTES;
+            assert!(bytes + caps.storage_offset_alignment <= caps.max_storage_binding_bytes);
+        }
+        assert_covers(&plan, elements);
+        assert_grids_fit(&plan, &caps);
+    }
+
+    #[test]
+    fn softmax_row_kernel_up_to_block_len() {
+        let caps = lavapipe();
+        for cols in [1, 2, 255, 256, 257, BLOCK_LEN as u64] {
+            let plan = plan(Op::Softmax, DType::F32, 3, cols, &caps).unwrap();
+            assert_eq!(plan.kernel, Kernel::SoftmaxRows, "cols = {cols}");
+            assert_eq!(plan.chunks[0].grid.groups, 3);
+        }
+    }
+
+    #[test]
+    fn softmax_splits_rows_past_block_len() {
+        let caps = lavapipe();
+        let cols = BLOCK_LEN as u64 + 1;
+        let plan = plan(Op::Softmax, DType::F32, 3, cols, &caps).unwrap();
+        assert_eq!(
+            plan.kernel,
+            Kernel::SoftmaxSplit {
+                block_len: BLOCK_LEN,
+                blocks_per_row: 2
+            }
+        );
+        assert_eq!(plan.chunks[0].grid.groups, 6);
+        assert_eq!(plan.merge.unwrap().groups, 3);
+    }
+
+    #[test]
+    fn softmax_many_rows_fold() {
+        let caps = lavapipe();
+        for rows in [65_536, 65_537] {
+            let plan = plan(Op::Softmax, DType::F32, rows, 2, &caps).unwrap();
+            assert_eq!(plan.chunks[0].grid.groups as u64, rows);
+            assert_eq!(plan.chunks[0].grid.y, 2);
+            assert_grids_fit(&plan, &caps);
+        }
+    }
+
+    #[test]
+    fn softmax_chunks_hold_whole_rows() {
+        let caps = lavapipe();
+        let (rows, cols) = (9_000, 4_097);
+        let plan = plan(Op::Softmax, DType::F32, rows, cols, &caps).unwrap();
+        assert!(plan.chunks.len() > 1);
+        for chunk in &plan.chunks {
+            assert_eq!(chunk.elements.start % cols, 0);
+            assert_eq!(chunk.elements.end % cols, 0);
+        }
+        assert_covers(&plan, rows * cols);
+    }
+
+    #[test]
+    fn softmax_row_above_binding_size_splits_by_blocks() {
+        let caps = lavapipe();
+        let cols = 40_000_000;
+        let plan = plan(Op::Softmax, DType::F32, 2, cols, &caps).unwrap();
+        let Kernel::SoftmaxSplit { blocks_per_row, .. } = plan.kernel else {
+            panic!("expected the split kernel, got {:?}", plan.kernel);
+        };
+        let blocks: u32 = plan.chunks.iter().map(|c| c.chunk_blocks).sum();
+        assert_eq!(blocks, 2 * blocks_per_row);
+        assert!(plan.chunks.iter().any(|c| c.first_block > 0));
+        assert_covers(&plan, 2 * cols);
+        assert_grids_fit(&plan, &caps);
+    }
+
+    #[test]
+    fn softmax_rejects_row_past_merge_bound() {
+        let caps = DeviceCaps {
+            max_buffer_bytes: u64::MAX,
+            ..lavapipe()
+        };
+        let cols = (BLOCK_LEN * WORKGROUP_SIZE) as u64 * MAX_MERGE_TRIPS as u64 + 1;
+        assert!(plan(Op::Softmax, DType::F32, 1, cols, &caps).is_err());
+    }
+
+    #[test]
+    fn binding_smaller_than_block_is_an_error() {
+        let caps = DeviceCaps {
+            max_storage_binding_bytes: 32 << 10,
+            ..lavapipe()
+        };
+        assert!(plan(Op::Sigmoid, DType::F32, 10, 1, &caps).is_err());
+        assert!(plan(Op::Softmax, DType::F32, 1, 100_000, &caps).is_err());
+    }
+
+    #[test]
+    fn batches_hold_whole_rows_under_cap() {
+        let caps = lavapipe();
+        let batches = plan_batches(100_000, 1_000, &caps).unwrap();
+        assert!(batches.len() > 1);
+        for batch in &batches {
+            assert!((batch.end - batch.start) * 1_000 * F32_BYTES <= HOST_BATCH_BYTES);
+        }
+        assert_eq!(batches.last().unwrap().end, 100_000);
+    }
+
+    #[test]
+    fn batches_reject_row_past_buffer_size() {
+        let caps = lavapipe();
+        assert!(plan_batches(1, caps.max_buffer_bytes / F32_BYTES + 1, &caps).is_err());
+    }
+}

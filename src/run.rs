@@ -1,0 +1,180 @@
+//! The slice-in, Vec-out API, built on the launchers: upload, record, submit, read back.
+
+use crate::cpu::{check_len, shape_elements};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::kernels::BufferRegion;
+use crate::planner::{self, F32_BYTES, Op};
+
+impl Engine {
+    /// Creates a storage buffer holding `data`, usable as a launcher's input or output and as
+    /// a copy source or destination.
+    pub fn upload(&self, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
+        self.scoped("uploading a buffer", || {
+            let buffer = self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: (data.len() as u64 * F32_BYTES).max(F32_BYTES),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.queue()
+                .write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+            Ok(buffer)
+        })
+    }
+
+    /// Copies `output.len()` f32 starting `offset` bytes into `buffer` (which needs
+    /// `BufferUsages::COPY_SRC`) to the host, after all work submitted before the call.
+    ///
+    /// The copy goes through a pooled staging buffer, mapped with a callback that sends on a
+    /// oneshot channel; the device is polled until the map completes.
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, offset: u64, output: &mut [f32]) -> Result<()> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        let bytes = output.len() as u64 * F32_BYTES;
+        if !offset.is_multiple_of(F32_BYTES) || offset + bytes > buffer.size() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot read {bytes} bytes from byte offset {offset} of a buffer of {} bytes",
+                buffer.size()
+            )));
+        }
+
+        self.scoped("reading a buffer back", || {
+            let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+            let staging = self.pool.acquire(self.device(), "staging", bytes, usage);
+            let mut encoder =
+                self.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("readback"),
+                    });
+            encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
+            self.queue().submit([encoder.finish()]);
+
+            let slice = staging.slice(..bytes);
+            let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+            slice.map_async(wgpu::MapMode::Read, move |result| {
+                // The receiver outlives the poll below, so sending cannot fail.
+                let _ = sender.send(result);
+            });
+            self.device().poll(wgpu::PollType::wait_indefinitely())?;
+            match pollster::block_on(receiver.receive()) {
+                Some(Ok(())) => {}
+                Some(Err(error)) => return Err(Error::Readback(error.to_string())),
+                None => return Err(Error::Readback("the map callback never ran".to_owned())),
+            }
+
+            {
+                let view = slice
+                    .get_mapped_range()
+                    .map_err(|error| Error::Readback(error.to_string()))?;
+                output.copy_from_slice(bytemuck::cast_slice(&view));
+            }
+            staging.unmap();
+            Ok(())
+        })
+    }
+
+    /// Returns sigmoid(input).
+    pub fn sigmoid(&self, input: &[f32]) -> Result<Vec<f32>> {
+        let mut output = vec![0.0; input.len()];
+        self.sigmoid_into(input, &mut output)?;
+        Ok(output)
+    }
+
+    /// Writes sigmoid(input) into `output`, which has the input's length.
+    pub fn sigmoid_into(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        check_len("output", output.len(), input.len())?;
+        self.run(Op::Sigmoid, input, input.len(), 1, output)
+    }
+
+    /// Returns the softmax of each of the `rows` rows of `cols` elements of `input`.
+    pub fn softmax(&self, input: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
+        let mut output = vec![0.0; input.len()];
+        self.softmax_into(input, rows, cols, &mut output)?;
+        Ok(output)
+    }
+
+    /// Writes the softmax of each of the `rows` rows of `cols` elements of `input` into
+    /// `output`, which has the input's length.
+    pub fn softmax_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let elements = shape_elements(rows, cols)?;
+        check_len("input", input.len(), elements)?;
+        check_len("output", output.len(), elements)?;
+        self.run(Op::Softmax, input, rows, cols, output)
+    }
+
+    /// Runs `op` in host batches of whole rows, each uploaded, computed and read back in turn,
+    /// so that device memory stays bounded whatever the input size.
+    fn run(
+        &self,
+        op: Op,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let batches = planner::plan_batches(rows as u64, cols as u64, self.caps())?;
+        for batch in batches {
+            let start = batch.start as usize * cols;
+            let end = batch.end as usize * cols;
+            let batch_rows = batch.end - batch.start;
+            self.run_batch(
+                op,
+                &input[start..end],
+                batch_rows,
+                cols as u64,
+                &mut output[start..end],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn run_batch(
+        &self,
+        op: Op,
+        input: &[f32],
+        rows: u64,
+        cols: u64,
+        output: &mut [f32],
+    ) -> Result<()> {
+        self.scoped("running a batch", || {
+            let bytes = input.len() as u64 * F32_BYTES;
+            let device = self.device();
+            let input_buffer = self.pool.acquire(
+                device,
+                "input",
+                bytes,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            );
+            let output_buffer = self.pool.acquire(
+                device,
+                "output",
+                bytes,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            );
+            self.queue()
+                .write_buffer(&input_buffer, 0, bytemuck::cast_slice(input));
+
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("sigmax batch"),
+            });
+            let from = BufferRegion::whole(&input_buffer);
+            let to = BufferRegion::whole(&output_buffer);
+            match op {
+                Op::Sigmoid => self.record_sigmoid(&mut encoder, from, to, rows * cols)?,
+                Op::Softmax => self.record_softmax(&mut encoder, from, to, rows, cols)?,
+            }
+            self.queue().submit([encoder.finish()]);
+            self.read_f32(&output_buffer, 0, output)
+        })
+    }
+}

@@ -1,0 +1,199 @@
+//! Error between a result and the reference: max absolute, relative and ULP error, each with
+//! the index of the worst element, and the documented bound of each op.
+
+use std::fmt;
+
+use crate::planner::Op;
+
+/// Distance in units in the last place between two f32: the number of representable f32
+/// values between them, counting +0 and -0 as one value. NaN against anything is `u32::MAX`
+/// unless both are NaN (distance 0).
+pub fn ulp_distance(a: f32, b: f32) -> u32 {
+    if a.is_nan() || b.is_nan() {
+        return if a.is_nan() && b.is_nan() {
+            0
+        } else {
+            u32::MAX
+        };
+    }
+    // Map the sign-magnitude bit patterns onto a monotonic integer line.
+    let ordered = |x: f32| {
+        let bits = x.to_bits() as i64;
+        if bits & 0x8000_0000 != 0 {
+            -(bits & 0x7fff_ffff)
+        } else {
+            bits
+        }
+    };
+    (ordered(a) - ordered(b))
+        .unsigned_abs()
+        .min(u32::MAX as u64) as u32
+}
+
+/// The worst error of each kind, with the flat index of the element where it occurs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ErrorStats {
+    /// Max |got - expected|.
+    pub max_abs: f64,
+    /// Index of the element with `max_abs`.
+    pub max_abs_index: usize,
+    /// Max |got - expected| / |expected| over elements whose expected value is not zero.
+    pub max_rel: f64,
+    /// Index of the element with `max_rel`.
+    pub max_rel_index: usize,
+    /// Max ULP distance.
+    pub max_ulp: u32,
+    /// Index of the element with `max_ulp`.
+    pub max_ulp_index: usize,
+}
+
+/// Compares `got` with `expected` element by element. Both must have the same length.
+pub fn compare(got: &[f32], expected: &[f32]) -> ErrorStats {
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "compared slices differ in length"
+    );
+    let mut stats = ErrorStats::default();
+    for (index, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        let abs = if g.is_nan() || e.is_nan() {
+            if g.is_nan() && e.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            (g as f64 - e as f64).abs()
+        };
+        if abs > stats.max_abs {
+            stats.max_abs = abs;
+            stats.max_abs_index = index;
+        }
+        if e != 0.0 && abs / (e as f64).abs() > stats.max_rel {
+            stats.max_rel = abs / (e as f64).abs();
+            stats.max_rel_index = index;
+        }
+        let ulp = ulp_distance(g, e);
+        if ulp > stats.max_ulp {
+            stats.max_ulp = ulp;
+            stats.max_ulp_index = index;
+        }
+    }
+    stats
+}
+
+/// An accuracy bound: at most `max_ulp` ULP from the reference; where the reference is below
+/// `tiny` in magnitude, an absolute error up to `tiny_abs` also passes, because results there
+/// may be flushed to zero.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bound {
+    /// Max ULP distance.
+    pub max_ulp: u32,
+    /// Magnitude below which `tiny_abs` also applies.
+    pub tiny: f32,
+    /// Absolute error that passes where the reference is below `tiny`.
+    pub tiny_abs: f32,
+}
+
+impl Bound {
+    /// The documented bound of `op` against the f64 reference, on every backend.
+    pub fn of(op: Op) -> Bound {
+        match op {
+            Op::Sigmoid => Bound {
+                max_ulp: 2,
+                tiny: 1e-37,
+                tiny_abs: 1e-37,
+            },
+            Op::Softmax => Bound {
+                max_ulp: 4,
+                tiny: 1e-30,
+                tiny_abs: 1e-37,
+            },
+        }
+    }
+
+    /// Returns the index of the first element of `got` outside the bound, if any.
+    pub fn first_violation(&self, got: &[f32], expected: &[f32]) -> Option<usize> {
+        got.iter()
+            .zip(expected)
+            .position(|(&g, &e)| !self.holds(g, e))
+    }
+
+    fn holds(&self, got: f32, expected: f32) -> bool {
+        let tiny_and_close = expected.abs() < self.tiny
+            && (got as f64 - expected as f64).abs() <= self.tiny_abs as f64;
+        tiny_and_close || ulp_distance(got, expected) <= self.max_ulp
+    }
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ULP, or {:e} absolute where the reference is below {:e}",
+            self.max_ulp, self.tiny_abs, self.tiny
+        )
+    }
+}
+
+/// Formats a flat index as a multi-dimensional index of a C-order array of `shape`.
+pub fn format_index(flat: usize, shape: &[usize]) -> String {
+    if shape.len() <= 1 {
+        return format!("[{flat}]");
+    }
+    let mut index = vec![0; shape.len()];
+    let mut rest = flat;
+    for (axis, &dim) in shape.iter().enumerate().rev() {
+        if dim > 0 {
+            index[axis] = rest % dim;
+            rest /= dim;
+        }
+    }
+    let parts: Vec<String> = index.iter().map(|i| i.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulp_distance_counts_representable_values() {
+        assert_eq!(ulp_distance(1.0, 1.0), 0);
+        assert_eq!(ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() + 3)), 3);
+        assert_eq!(ulp_distance(0.0, -0.0), 0);
+        assert_eq!(ulp_distance(f32::from_bits(1), -f32::from_bits(1)), 2);
+        assert_eq!(ulp_distance(f32::NAN, f32::NAN), 0);
+        assert_eq!(ulp_distance(f32::NAN, 1.0), u32::MAX);
+    }
+
+    #[test]
+    fn compare_reports_worst_index() {
+        let expected = [1.0, 2.0, 4.0];
+        let got = [1.0, 2.5, 4.0];
+        let stats = compare(&got, &expected);
+        assert_eq!(stats.max_abs, 0.5);
+        assert_eq!(stats.max_abs_index, 1);
+        assert_eq!(stats.max_rel, 0.25);
+        assert_eq!(stats.max_ulp_index, 1);
+    }
+
+    #[test]
+    fn bound_is_absolute_below_tiny() {
+        let bound = Bound {
+            max_ulp: 2,
+            tiny: 1e-30,
+            tiny_abs: 1e-37,
+        };
+        assert!(bound.first_violation(&[0.0], &[1e-38]).is_none());
+        assert!(bound.first_violation(&[0.0], &[1e-36]).is_some());
+        assert_eq!(bound.first_violation(&[1.0, 0.5], &[1.0, 0.25]), Some(1));
+    }
+
+    #[test]
+    fn format_index_uses_c_order() {
+        assert_eq!(format_index(13, &[4, 10]), "[1, 3]");
+        assert_eq!(format_index(7, &[9]), "[7]");
+        assert_eq!(format_index(23, &[2, 3, 4]), "[1, 2, 3]");
+    }
+}

@@ -1,0 +1,255 @@
+//! The `sigmax` binary on real files: results, `--verify`, and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sigmax::io::read_npy;
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn sigmax(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sigmax"))
+        .args(args)
+        .env("NODEVICE_SELECT", "1")
+        .output()
+        .expect("the sigmax binary runs")
+}
+
+/// `--backend` values to run: the CPU path, and `auto` unless no adapter exists outside CI.
+fn cli_backends() -> Vec<&'static str> {
+    let mut backends = vec!["cpu"];
+    if !common::gpu_engines(None).is_empty() {
+        backends.push("auto");
+    }
+    backends
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn softmax_digits_verifies() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("proba.npy");
+    let expected = read_npy(&data("digits_proba.npy")).unwrap();
+    for backend in cli_backends() {
+        let input = data("digits_logits.npy");
+        let args = [
+            "softmax",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--verify",
+        ];
+        let output = sigmax(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{backend}: {}",
+            stderr(&output)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("max ULP error"), "{backend}: {stdout}");
+        assert!(stdout.contains("met"), "{backend}: {stdout}");
+
+        let got = read_npy(&out).unwrap();
+        assert_eq!(got.shape, [1797, 10]);
+        common::assert_close(&got.data, &expected.data, 1e-6, backend);
+    }
+}
+
+#[test]
+fn sigmoid_breast_cancer_verifies() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("proba.npy");
+    let proba = read_npy(&data("bc_proba.npy")).unwrap();
+    let positive: Vec<f32> = proba.data.chunks(2).map(|row| row[1]).collect();
+    for backend in cli_backends() {
+        let input = data("bc_logits.npy");
+        let args = [
+            "sigmoid",
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-b",
+            backend,
+            "--verify",
+        ];
+        let output = sigmax(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{backend}: {}",
+            stderr(&output)
+        );
+        let got = read_npy(&out).unwrap();
+        assert_eq!(got.shape, [569]);
+        common::assert_close(&got.data, &positive, 1e-6, backend);
+    }
+}
+
+/// Writes raw bytes to `name` in `folder` and returns the path.
+fn write_bytes(folder: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = folder.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A .npy header with `descr`, `fortran_order` and `shape`, padded as numpy pads it.
+fn npy_header(descr: &str, fortran: bool, shape: &str) -> Vec<u8> {
+    let order = if fortran { "True" } else { "False" };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes
+}
+
+#[test]
+fn bad_files_exit_2_without_output() {
+    let folder = tempfile::tempdir().unwrap();
+    let dir = folder.path();
+
+    let mut float64 = npy_header("<f8", false, "(2,)");
+    float64.extend([0u8; 16]);
+    let mut fortran = npy_header("<f4", true, "(2, 2)");
+    fortran.extend([0u8; 16]);
+    let mut truncated = npy_header("<f4", false, "(10,)");
+    truncated.extend([0u8; 12]);
+    let valid = std::fs::read(data("bc_logits.npy")).unwrap();
+
+    let cases = [
+        (
+            "float64",
+            write_bytes(dir, "float64.npy", &float64),
+            "dtype",
+        ),
+        (
+            "fortran",
+            write_bytes(dir, "fortran.npy", &fortran),
+            "Fortran",
+        ),
+        (
+            "truncated",
+            write_bytes(dir, "truncated.npy", &truncated),
+            "truncated",
+        ),
+        (
+            "corrupt header",
+            write_bytes(dir, "corrupt.npy", &valid[..30]),
+            ".npy",
+        ),
+        (
+            "not npy",
+            write_bytes(dir, "text.npy", b"logits,1,2,3\n"),
+            "not a .npy file",
+        ),
+        ("missing", dir.join("missing.npy"), "not found"),
+    ];
+    for (case, input, problem) in cases {
+        for op in ["sigmoid", "softmax"] {
+            let out = dir.join(format!("{case}-{op}-out.npy"));
+            let output = sigmax(&[
+                op,
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--backend",
+                "cpu",
+            ]);
+            let message = stderr(&output);
+            assert_eq!(output.status.code(), Some(2), "{case} {op}: {message}");
+            assert!(
+                message.contains(input.to_str().unwrap()),
+                "{case} {op}: message does not name the file: {message}"
+            );
+            assert!(
+                message.contains(problem),
+                "{case} {op}: message does not say `{problem}`: {message}"
+            );
+            assert_eq!(
+                message.trim().lines().count(),
+                1,
+                "{case} {op}: not one line: {message}"
+            );
+            assert!(!out.exists(), "{case} {op}: an output file was written");
+        }
+    }
+}
+
+#[test]
+fn missing_output_folder_exits_2() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("no/such/folder/out.npy");
+    let input = data("bc_logits.npy");
+    let output = sigmax(&[
+        "sigmoid",
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-b",
+        "cpu",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("does not exist"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn unavailable_gpu_backend_is_an_error() {
+    // No Linux machine has a Metal or DX12 adapter.
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out.npy");
+    let input = data("bc_logits.npy");
+    let output = sigmax(&[
+        "sigmoid",
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-b",
+        "metal",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no GPU adapter found for `metal`"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn adapters_lists_limits() {
+    let output = sigmax(&["adapters"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    if !common::gpu_engines(None).is_empty() {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("max storage binding"), "{stdout}");
+        assert!(stdout.contains("workgroups per dimension"), "{stdout}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Backends every test body runs on: the CPU path and one engine per adapter found.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use sigmax::{AdapterChoice, Backend, BufferRegion, Engine, EngineOptions, Op};
+
+/// The storage binding size that test engines plan with, the common 128 MiB, so that inputs
+/// above it take the chunked path on every adapter.
+pub const TEST_BINDING_BYTES: u64 = 128 << 20;
+
+/// The CPU backend and one GPU engine per adapter that runs compute shaders, built once per
+/// test binary. With `CI=true` in the environment, finding no adapter fails the run.
+pub fn backends() -> &'static [Backend] {
+    static BACKENDS: OnceLock<Vec<Backend>> = OnceLock::new();
+    BACKENDS.get_or_init(|| {
+        let mut backends = vec![Backend::Cpu];
+        backends.extend(
+            gpu_engines(Some(TEST_BINDING_BYTES))
+                .into_iter()
+                .map(Backend::Gpu),
+        );
+        backends
+    })
+}
+
+/// One engine per adapter that runs compute shaders, planning with at most
+/// `max_storage_binding_bytes` per binding.
+pub fn gpu_engines(max_storage_binding_bytes: Option<u64>) -> Vec<Engine> {
+    let adapters = sigmax::list_adapters();
+    let engines: Vec<Engine> = adapters
+        .iter()
+        .enumerate()
+        .filter(|(_, adapter)| adapter.compute)
+        .map(|(index, adapter)| {
+            let options = EngineOptions {
+                adapter: AdapterChoice::Index(index),
+                max_storage_binding_bytes,
+            };
+            Engine::new(options).unwrap_or_else(|error| {
+                panic!(
+                    "cannot open adapter {index} ({}): {error}",
+                    adapter.info.name
+                )
+            })
+        })
+        .collect();
+    if engines.is_empty() {
+        let message = "no GPU adapter found; install one with `apt-get install mesa-vulkan-drivers libvulkan1`";
+        if std::env::var("CI").is_ok_and(|value| value == "true") {
+            panic!("{message} (CI=true forbids skipping the GPU tests)");
+        }
+        eprintln!("warning: {message}; GPU tests run on the CPU path only");
+    }
+    engines
+}
+
+/// Deterministic pseudo-random f32 in [low, high), from a 64-bit LCG.
+pub fn random_values(count: usize, seed: u64, low: f32, high: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let unit = (state >> 40) as f32 / (1u64 << 24) as f32;
+            low + unit * (high - low)
+        })
+        .collect()
+}
+
+/// Runs `op` with the output filled with NaN first, so that an element no invocation wrote
+/// shows up as NaN. GPU backends go through the launcher on buffers the test owns.
+pub fn run_into_nan(
+    backend: &Backend,
+    op: Op,
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Vec<f32> {
+    let mut output = vec![f32::NAN; input.len()];
+    match backend {
+        Backend::Cpu => match op {
+            Op::Sigmoid => backend.sigmoid_into(input, &mut output),
+            Op::Softmax => backend.softmax_into(input, rows, cols, &mut output),
+        }
+        .unwrap(),
+        Backend::Gpu(engine) => run_on_buffers(engine, op, input, rows, cols, &mut output),
+    }
+    output
+}
+
+fn run_on_buffers(
+    engine: &Engine,
+    op: Op,
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+    output: &mut [f32],
+) {
+    let _gl_context = engine.lock_gl_context();
+    let input_buffer = engine.upload("test input", input).unwrap();
+    let output_buffer = engine.upload("test output", output).unwrap();
+    let mut encoder = engine
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("test"),
+        });
+    let from = BufferRegion::whole(&input_buffer);
+    let to = BufferRegion::whole(&output_buffer);
+    match op {
+        Op::Sigmoid => engine.record_sigmoid(&mut encoder, from, to, input.len() as u64),
+        Op::Softmax => engine.record_softmax(&mut encoder, from, to, rows as u64, cols as u64),
+    }
+    .unwrap();
+    engine.queue().submit([encoder.finish()]);
+    engine.read_f32(&output_buffer, 0, output).unwrap();
+}
+
+/// Asserts that no element is NaN, naming the first one.
+pub fn assert_all_written(output: &[f32], context: &str) {
+    if let Some(index) = output.iter().position(|v| v.is_nan()) {
+        panic!(
+            "{context}: element {index} of {} is NaN (never written?)",
+            output.len()
+        );
+    }
+}
+
+/// Asserts |got - expected| <= tolerance everywhere, naming the worst element.
+pub fn assert_close(got: &[f32], expected: &[f32], tolerance: f64, context: &str) {
+    assert_eq!(got.len(), expected.len(), "{context}: length");
+    let stats = sigmax::verify::compare(got, expected);
+    let index = stats.max_abs_index;
+    assert!(
+        stats.max_abs <= tolerance,
+        "{context}: element {index}: got {:e}, expected {:e}, error {:e} > {tolerance:e}",
+        got[index],
+        expected[index],
+        stats.max_abs
+    );
+}
+
+/// Reads a .npy file shipped in tests/data.
+pub fn test_data(name: &str) -> sigmax::io::Array {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    sigmax::io::read_npy(&path).unwrap()
+}

@@ -1,0 +1,102 @@
+//! Engine behaviour that needs a device: typed errors instead of panics, adapter choice.
+
+mod common;
+
+use sigmax::{AdapterChoice, BufferRegion, Engine, EngineOptions, Error};
+
+#[test]
+fn validation_error_is_returned_not_panicked() {
+    for engine in common::gpu_engines(None) {
+        // A buffer without COPY_SRC cannot be read back: wgpu reports a validation error.
+        let buffer = engine.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("no copy source"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let mut output = [0.0f32; 4];
+        let result = engine.read_f32(&buffer, 0, &mut output);
+        assert!(
+            matches!(result, Err(Error::Validation { .. })),
+            "{}: expected a validation error, got {result:?}",
+            engine.adapter_info().name
+        );
+    }
+}
+
+#[test]
+fn launcher_rejects_short_output_buffer() {
+    for engine in common::gpu_engines(None) {
+        let input = engine.upload("input", &[0.5; 64]).unwrap();
+        let output = engine.upload("output", &[0.0; 16]).unwrap();
+        let mut encoder = engine.device().create_command_encoder(&Default::default());
+        let result = engine.record_sigmoid(
+            &mut encoder,
+            BufferRegion::whole(&input),
+            BufferRegion::whole(&output),
+            64,
+        );
+        assert!(
+            matches!(result, Err(Error::InvalidArgument(_))),
+            "{result:?}"
+        );
+    }
+}
+
+#[test]
+fn launcher_writes_at_offsets() {
+    for engine in common::gpu_engines(None) {
+        let _gl_context = engine.lock_gl_context();
+        let logits = [1.0f32, 2.0, 3.0, -1.0, 0.0, 1.0];
+        // Input and output start 3 and 5 elements into their buffers, off any binding alignment.
+        let mut padded_input = vec![f32::NAN; 3];
+        padded_input.extend(logits);
+        let input = engine.upload("input", &padded_input).unwrap();
+        let output = engine.upload("output", &[f32::NAN; 11]).unwrap();
+
+        let mut encoder = engine.device().create_command_encoder(&Default::default());
+        let from = BufferRegion {
+            buffer: &input,
+            offset: 12,
+        };
+        let to = BufferRegion {
+            buffer: &output,
+            offset: 20,
+        };
+        engine.record_softmax(&mut encoder, from, to, 2, 3).unwrap();
+        engine.queue().submit([encoder.finish()]);
+
+        let mut got = [0.0f32; 11];
+        engine.read_f32(&output, 0, &mut got).unwrap();
+        assert!(
+            got[..5].iter().all(|v| v.is_nan()),
+            "wrote before the offset: {got:?}"
+        );
+        let expected = sigmax::cpu::softmax(&logits, 2, 3).unwrap();
+        common::assert_close(&got[5..], &expected, 1e-7, &engine.adapter_info().name);
+    }
+}
+
+#[test]
+fn name_choice_matches_substring() {
+    let Some(adapter) = sigmax::list_adapters().into_iter().find(|a| a.compute) else {
+        return;
+    };
+    let fragment = adapter.info.name.to_uppercase();
+    let options = EngineOptions {
+        adapter: AdapterChoice::Name(fragment),
+        ..Default::default()
+    };
+    let engine = Engine::new(options).unwrap();
+    assert_eq!(engine.adapter_info().name, adapter.info.name);
+}
+
+#[test]
+fn unknown_adapter_name_is_an_error() {
+    let options = EngineOptions {
+        adapter: AdapterChoice::Name("no such adapter 1f4e".to_owned()),
+        ..Default::default()
+    };
+    let result = Engine::new(options);
+    assert!(matches!(result, Err(Error::NoAdapter { .. })), "{result:?}");
+}

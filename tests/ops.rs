@@ -1,0 +1,242 @@
+//! Sigmoid and softmax on every backend: the CPU path and each adapter found.
+
+mod common;
+
+use common::{assert_all_written, assert_close, backends, random_values, run_into_nan, test_data};
+use sigmax::verify::{Bound, ulp_distance};
+use sigmax::{Backend, Op, cpu};
+
+#[test]
+fn digits_softmax_reproduces_sklearn() {
+    let logits = test_data("digits_logits.npy");
+    let proba = test_data("digits_proba.npy");
+    let (rows, cols) = logits.rows_cols();
+    assert_eq!((rows, cols), (1797, 10));
+    for backend in backends() {
+        let got = backend.softmax(&logits.data, rows, cols).unwrap();
+        assert_close(&got, &proba.data, 1e-6, &backend.name());
+    }
+}
+
+#[test]
+fn breast_cancer_sigmoid_reproduces_sklearn() {
+    let logits = test_data("bc_logits.npy");
+    let proba = test_data("bc_proba.npy");
+    assert_eq!(proba.shape, [569, 2]);
+    let positive: Vec<f32> = proba.data.chunks(2).map(|row| row[1]).collect();
+    for backend in backends() {
+        let got = backend.sigmoid(&logits.data).unwrap();
+        assert_close(&got, &positive, 1e-6, &backend.name());
+    }
+}
+
+/// Three rows of random logits in [-10, 10] with a dominant max at the first, a middle and
+/// the last position.
+fn rows_with_max_positions(cols: usize, seed: u64) -> Vec<f32> {
+    let mut input = random_values(3 * cols, seed, -10.0, 10.0);
+    for (row, position) in [0, cols / 2, cols - 1].into_iter().enumerate() {
+        input[row * cols + position] = 15.0;
+    }
+    input
+}
+
+fn check_softmax_rows(backend: &Backend, cols: usize) {
+    let input = rows_with_max_positions(cols, cols as u64);
+    let got = backend.softmax(&input, 3, cols).unwrap();
+    let expected = cpu::softmax(&input, 3, cols).unwrap();
+    let context = format!("{} cols = {cols}", backend.name());
+    for (row, values) in got.chunks(cols).enumerate() {
+        let sum: f64 = values.iter().map(|&p| p as f64).sum();
+        assert!(
+            (sum - 1.0).abs() <= 1e-5,
+            "{context} row {row} sums to {sum}"
+        );
+    }
+    assert_close(&got, &expected, 4e-7, &context);
+}
+
+#[test]
+fn softmax_every_cols_up_to_600() {
+    for backend in backends() {
+        for cols in 1..=600 {
+            check_softmax_rows(backend, cols);
+        }
+    }
+}
+
+#[test]
+fn softmax_cols_around_thresholds() {
+    let block_len = sigmax::planner::BLOCK_LEN as usize;
+    let cols_list = [
+        4095,
+        4096,
+        4097,
+        block_len - 1,
+        block_len,
+        block_len + 1,
+        65_537,
+    ];
+    for backend in backends() {
+        for cols in cols_list {
+            check_softmax_rows(backend, cols);
+        }
+    }
+}
+
+#[test]
+fn softmax_many_rows_fold_grid() {
+    for rows in [65_536, 65_537] {
+        let input = random_values(rows * 2, rows as u64, -30.0, 30.0);
+        let expected = cpu::softmax(&input, rows, 2).unwrap();
+        for backend in backends() {
+            let context = format!("{} [{rows}, 2]", backend.name());
+            let got = run_into_nan(backend, Op::Softmax, &input, rows, 2);
+            assert_all_written(&got, &context);
+            assert_close(&got, &expected, 4e-7, &context);
+        }
+    }
+}
+
+#[test]
+fn sigmoid_past_workgroup_limit() {
+    let input = random_values(16_776_961, 1, -40.0, 40.0);
+    let expected = cpu::sigmoid(&input);
+    for backend in backends() {
+        let got = run_into_nan(backend, Op::Sigmoid, &input, input.len(), 1);
+        assert_all_written(&got, &backend.name());
+        assert_close(&got, &expected, 1e-7, &backend.name());
+    }
+}
+
+#[test]
+fn sigmoid_above_binding_size() {
+    // One element more than a 128 MiB binding holds.
+    let input = random_values(33_554_433, 2, -40.0, 40.0);
+    let expected = cpu::sigmoid(&input);
+    for backend in backends() {
+        let got = run_into_nan(backend, Op::Sigmoid, &input, input.len(), 1);
+        assert_all_written(&got, &backend.name());
+        assert_close(&got, &expected, 1e-7, &backend.name());
+    }
+}
+
+#[test]
+fn softmax_one_long_row() {
+    let cols = 16_777_216;
+    let mut input = random_values(cols, 3, -20.0, 20.0);
+    input[cols - 3] = 25.0;
+    let expected = cpu::softmax(&input, 1, cols).unwrap();
+    for backend in backends() {
+        let got = run_into_nan(backend, Op::Softmax, &input, 1, cols);
+        assert_all_written(&got, &backend.name());
+        assert_close(&got, &expected, 4e-7, &backend.name());
+        let sum: f64 = got.iter().map(|&p| p as f64).sum();
+        assert!(
+            (sum - 1.0).abs() <= 1e-5,
+            "{}: row sums to {sum}",
+            backend.name()
+        );
+    }
+}
+
+#[test]
+fn softmax_rows_longer_than_binding() {
+    // A 2 MiB binding holds fewer elements than one row, so chunks hold parts of rows.
+    let engines = common::gpu_engines(Some(2 << 20));
+    let (rows, cols) = (3, 1_500_001);
+    let mut input = random_values(rows * cols, 4, -20.0, 20.0);
+    input[cols - 1] = 30.0;
+    input[cols + 600_000] = 30.0;
+    let expected = cpu::softmax(&input, rows, cols).unwrap();
+    for engine in engines {
+        let backend = Backend::Gpu(engine);
+        let got = run_into_nan(&backend, Op::Softmax, &input, rows, cols);
+        assert_all_written(&got, &backend.name());
+        assert_close(&got, &expected, 4e-7, &backend.name());
+    }
+}
+
+#[test]
+fn sigmoid_extreme_values() {
+    let input = [
+        10_000.0, -10_000.0, 100.0, -100.0, 88.8, -88.8, -18.0, -18.25, -18.5625, -20.0, 0.0,
+    ];
+    let expected = cpu::sigmoid(&input);
+    for backend in backends() {
+        let got = backend.sigmoid(&input).unwrap();
+        for ((&x, &y), &want) in input.iter().zip(&got).zip(&expected) {
+            let context = format!(
+                "{}: sigmoid({x}) = {y:e}, expected {want:e}",
+                backend.name()
+            );
+            assert!(y.is_finite(), "{context}");
+            assert!((0.0..=1.0).contains(&y), "{context}");
+            assert!(y.is_sign_positive(), "{context}");
+            let tiny = y.abs() < 1e-37 && want.abs() < 1e-37;
+            assert!(tiny || ulp_distance(y, want) <= 4, "{context}");
+        }
+    }
+}
+
+#[test]
+fn sigmoid_is_two_class_softmax() {
+    let logits = random_values(2_000, 5, -30.0, 30.0);
+    let pairs: Vec<f32> = logits.iter().flat_map(|&x| [0.0, x]).collect();
+    let bound = Bound::of(Op::Softmax);
+    for backend in backends() {
+        let sigmoid = backend.sigmoid(&logits).unwrap();
+        let softmax = backend.softmax(&pairs, logits.len(), 2).unwrap();
+        let second: Vec<f32> = softmax.chunks(2).map(|pair| pair[1]).collect();
+        let violation = bound.first_violation(&sigmoid, &second);
+        assert_eq!(
+            violation,
+            None,
+            "{}: sigmoid(x) != softmax([0, x])[1]",
+            backend.name()
+        );
+    }
+}
+
+#[test]
+fn results_within_documented_bounds() {
+    let (rows, cols) = (64, 1_000);
+    let input = random_values(rows * cols, 6, -60.0, 60.0);
+    let expected_sigmoid = cpu::sigmoid(&input);
+    let expected_softmax = cpu::softmax(&input, rows, cols).unwrap();
+    for backend in backends() {
+        let sigmoid = backend.sigmoid(&input).unwrap();
+        let softmax = backend.softmax(&input, rows, cols).unwrap();
+        let name = backend.name();
+        let sigmoid_violation = Bound::of(Op::Sigmoid).first_violation(&sigmoid, &expected_sigmoid);
+        assert_eq!(sigmoid_violation, None, "{name}: sigmoid");
+        let softmax_violation = Bound::of(Op::Softmax).first_violation(&softmax, &expected_softmax);
+        assert_eq!(softmax_violation, None, "{name}: softmax");
+    }
+}
+
+#[test]
+fn zero_size_inputs_return_empty() {
+    for backend in backends() {
+        for (rows, cols) in [(0, 5), (10, 0)] {
+            let got = backend.softmax(&[], rows, cols).unwrap();
+            assert!(got.is_empty(), "{}: [{rows}, {cols}]", backend.name());
+        }
+        assert!(
+            backend.sigmoid(&[]).unwrap().is_empty(),
+            "{}",
+            backend.name()
+        );
+    }
+}
+
+#[test]
+fn wrong_length_is_an_error() {
+    for backend in backends() {
+        let result = backend.softmax(&[1.0, 2.0, 3.0], 2, 2);
+        assert!(
+            matches!(result, Err(sigmax::Error::InvalidArgument(_))),
+            "{}",
+            backend.name()
+        );
+    }
+}
