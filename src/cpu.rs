@@ -64,7 +64,7 @@ pub(crate) fn shape_elements(rows: usize, cols: usize) -> Result<usize> {
 pub(crate) fn check_len(name: &str, len: usize, expected: usize) -> Result<()> {
     if len != expected {
         return Err(Error::InvalidArgument(format!(
-            "{name} holds {len} elements but the shape needs {expected}"
+            "{name} contains {len} elements, but the shape needs {expected}"
         )));
     }
     Ok(())

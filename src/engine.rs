@@ -13,7 +13,7 @@ use crate::planner::DeviceCaps;
 use crate::pool::BufferPool;
 use crate::shaders::ShaderFamily;
 
-/// Which adapter an [`Engine`] runs on.
+/// Adapter selection for an [`Engine`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum AdapterChoice {
     /// The best Vulkan, Metal or DX12 adapter: a discrete GPU, then an integrated one, then a
@@ -99,7 +99,7 @@ pub struct EngineOptions {
     pub max_storage_binding_bytes: Option<u64>,
 }
 
-/// What `sigmax adapters` prints for one adapter.
+/// Description of one adapter, as `sigmax adapters` prints it.
 #[derive(Clone, Debug)]
 pub struct AdapterSummary {
     /// Name, backend, device type, driver and subgroup sizes.
@@ -349,11 +349,12 @@ impl Engine {
         &self.caps
     }
 
-    /// On a GL device, locks the mutex that serialises every sigmax call on this engine, and
-    /// returns `None` on other backends. wgpu 30's GL backend panics when one thread waits more
-    /// than a second for the GL context while another holds it, as a long poll does; embedders
-    /// that call wgpu on a GL engine's device from several threads hold this guard around
-    /// those calls. The lock is reentrant.
+    /// Locks the mutex that serialises every sigmax call on a GL engine, and returns `None` on
+    /// other backends. The lock is reentrant.
+    ///
+    /// wgpu 30's GL backend panics when one thread waits more than a second for the GL context
+    /// while another thread holds it, as a long poll does. Embedders that call wgpu on a GL
+    /// engine's device from several threads should hold this guard around those calls.
     pub fn lock_gl_context(&self) -> Option<parking_lot::ReentrantMutexGuard<'_, ()>> {
         self.gl_context.as_ref().map(|mutex| mutex.lock())
     }

@@ -31,7 +31,7 @@ pub enum Error {
     /// wgpu reported a validation error, which is a bug in sigmax or in the caller's buffers.
     #[error("wgpu validation error during {operation}: {message}")]
     Validation {
-        /// What sigmax was doing.
+        /// The operation that failed, such as `compiling softmax.wgsl`.
         operation: String,
         /// wgpu's description.
         message: String,
@@ -40,7 +40,7 @@ pub enum Error {
     /// The device ran out of memory.
     #[error("the device ran out of memory during {operation}: {message}")]
     OutOfMemory {
-        /// What sigmax was doing.
+        /// The operation that failed.
         operation: String,
         /// wgpu's description.
         message: String,
@@ -49,7 +49,7 @@ pub enum Error {
     /// wgpu reported an internal error, such as a shader that the driver failed to compile.
     #[error("wgpu internal error during {operation}: {message}")]
     Internal {
-        /// What sigmax was doing.
+        /// The operation that failed.
         operation: String,
         /// wgpu's description.
         message: String,
@@ -77,7 +77,7 @@ pub enum Error {
     File {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it and, where possible, how to fix it.
+        /// The problem and, where possible, the fix.
         message: String,
     },
 }

@@ -39,7 +39,7 @@ pub use error::{Error, Result};
 pub use kernels::BufferRegion;
 pub use planner::Op;
 
-/// Where an op runs: on a GPU engine, or on the CPU.
+/// The device an op runs on: a GPU engine or the CPU.
 #[derive(Debug)]
 #[expect(
     clippy::large_enum_variant,

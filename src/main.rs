@@ -43,7 +43,7 @@ struct OpArgs {
     /// Output .npy file, written with the input's shape. Replaced only when the run succeeds.
     #[arg(long, short)]
     output: PathBuf,
-    /// Where to compute. `auto` takes the best GPU adapter and falls back to the CPU when there
+    /// Device to compute on. `auto` takes the best GPU adapter and falls back to the CPU when there
     /// is none; `cpu` is the f64 reference.
     #[arg(long, short, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,

@@ -61,7 +61,7 @@ pub struct DeviceCaps {
     pub max_storage_binding_bytes: u64,
     /// Largest buffer, in bytes.
     pub max_buffer_bytes: u64,
-    /// Most workgroups in one dimension of a dispatch.
+    /// Max workgroups in one dimension of a dispatch.
     pub max_workgroups_per_dimension: u32,
     /// Alignment of a storage binding's offset, in bytes.
     pub storage_offset_alignment: u64,

@@ -28,8 +28,8 @@ impl Engine {
     /// Copies `output.len()` f32 starting `offset` bytes into `buffer` (which needs
     /// `BufferUsages::COPY_SRC`) to the host, after all work submitted before the call.
     ///
-    /// The copy goes through a pooled staging buffer, mapped with a callback that sends on a
-    /// oneshot channel; the device is polled until the map completes.
+    /// The copy goes through a pooled staging buffer. Its map callback sends on a oneshot
+    /// channel, and the device is polled until the map completes.
     pub fn read_f32(&self, buffer: &wgpu::Buffer, offset: u64, output: &mut [f32]) -> Result<()> {
         if output.is_empty() {
             return Ok(());

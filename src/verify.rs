@@ -82,7 +82,7 @@ pub fn compare(got: &[f32], expected: &[f32]) -> ErrorStats {
     stats
 }
 
-/// An accuracy bound: at most `max_ulp` ULP from the reference; where the reference is below
+/// An accuracy bound: at most `max_ulp` ULP from the reference. Where the reference is below
 /// `tiny` in magnitude, an absolute error up to `tiny_abs` also passes, because results there
 /// may be flushed to zero.
 #[derive(Clone, Copy, Debug, PartialEq)]
