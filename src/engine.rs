@@ -271,8 +271,8 @@ impl Engine {
     /// Chooses an adapter and creates a device on it.
     ///
     /// The device gets every limit the adapter offers (wgpu's defaults would cap a buffer at
-    /// 256 MiB and a workgroup at 256 invocations), and the SUBGROUP and SHADER_F16 features
-    /// where the adapter has them.
+    /// 256 MiB and a workgroup at 256 invocations), and the SUBGROUP, SHADER_F16 and timestamp
+    /// query features where the adapter has them.
     pub async fn new_async(options: EngineOptions) -> Result<Self> {
         let adapter = choose_adapter(&options.adapter).await?;
         let info = adapter.get_info();

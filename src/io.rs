@@ -97,10 +97,26 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Array, String> {
     Ok(Array { data, shape })
 }
 
-/// Writes `array` as a .npy file of little-endian f32 in C order. The data goes to a
-/// temporary file in the same folder, renamed over `path` only once complete, so a failure
-/// never leaves a partial file at `path`.
+/// Writes `array` as a .npy file of little-endian f32 in C order, through [`write_atomic`].
 pub fn write_npy(path: &Path, array: &Array) -> Result<()> {
+    write_atomic(path, |out| {
+        let shape: Vec<u64> = array.shape.iter().map(|&d| d as u64).collect();
+        let mut writer = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(out)
+            .begin_nd()?;
+        writer.extend(array.data.iter().copied())?;
+        writer.finish()
+    })
+}
+
+/// Writes a file through `write` into a temporary file in the same folder, renamed over `path`
+/// only once complete, so that a failure never leaves a partial file at `path`.
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<&std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
     let folder = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
@@ -109,22 +125,12 @@ pub fn write_npy(path: &Path, array: &Array) -> Result<()> {
 
     let temporary = tempfile::Builder::new()
         .prefix(".sigmax-")
-        .suffix(".npy.tmp")
+        .suffix(".tmp")
         .tempfile_in(&folder)
         .map_err(write_error)?;
     {
         let mut out = BufWriter::new(temporary.as_file());
-        let shape: Vec<u64> = array.shape.iter().map(|&d| d as u64).collect();
-        let mut writer = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&shape)
-            .writer(&mut out)
-            .begin_nd()
-            .map_err(write_error)?;
-        writer
-            .extend(array.data.iter().copied())
-            .map_err(write_error)?;
-        writer.finish().map_err(write_error)?;
+        write(&mut out).map_err(write_error)?;
         out.flush().map_err(write_error)?;
     }
     temporary

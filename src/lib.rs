@@ -21,6 +21,7 @@
 //! # Ok::<(), sigmax::Error>(())
 //! ```
 
+pub mod bench;
 pub mod cpu;
 mod engine;
 mod error;

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod cli_bench;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sigmax::io::{self, Array};
 use sigmax::verify::{self, Bound};
@@ -33,6 +35,37 @@ enum Command {
     Softmax(OpArgs),
     /// List every adapter found, with the limits that matter to sigmax.
     Adapters,
+    /// Time each op on the GPU and the CPU, next to a copy of the same bytes.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// GPU to measure beside the CPU; `cpu` measures the CPU alone.
+    #[arg(long, short, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// Adapter to measure: a number from `sigmax adapters`, or text its name contains.
+    #[arg(long, short)]
+    adapter: Option<String>,
+    /// Shape to measure, as ROWSxCOLS or N; repeat for several. Without it, a default list of
+    /// sigmoid and softmax shapes runs.
+    #[arg(long, short, value_parser = cli_bench::parse_shape)]
+    shape: Vec<Vec<usize>>,
+    /// Op to measure on each `--shape`; repeat for several. Defaults to both.
+    #[arg(long, value_enum)]
+    op: Vec<OpArg>,
+    /// Timed runs per measurement, after one warm-up run; the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Also write the measurements to this file as a JSON array.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OpArg {
+    Sigmoid,
+    Softmax,
 }
 
 #[derive(Args)]
@@ -101,6 +134,7 @@ fn main() -> ExitCode {
             print_adapters();
             Ok(())
         }
+        Command::Bench(args) => run_bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -226,6 +260,46 @@ fn verify_against_reference(
             code: EXIT_VERIFY_FAILED,
         }),
     }
+}
+
+fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
+    if let Some(path) = &args.json {
+        io::check_output_folder(path)?;
+    }
+    let cases: Vec<(Op, Vec<usize>)> = if args.shape.is_empty() {
+        cli_bench::DEFAULT_CASES
+            .iter()
+            .map(|(op, shape)| (*op, shape.to_vec()))
+            .collect()
+    } else {
+        let ops = match args.op.as_slice() {
+            [] => vec![Op::Sigmoid, Op::Softmax],
+            ops => ops
+                .iter()
+                .map(|op| match op {
+                    OpArg::Sigmoid => Op::Sigmoid,
+                    OpArg::Softmax => Op::Softmax,
+                })
+                .collect(),
+        };
+        let shapes = args.shape.iter();
+        shapes
+            .flat_map(|shape| ops.iter().map(|op| (*op, shape.clone())))
+            .collect()
+    };
+
+    let gpu = match args.backend {
+        BackendArg::Cpu if args.adapter.is_none() => None,
+        _ => Some(open_backend(args.backend, args.adapter.as_deref())?),
+    };
+    let gpu = gpu.filter(|backend| matches!(backend, Backend::Gpu(_)));
+    let measurements = cli_bench::run(gpu.as_ref(), true, &cases, args.runs as usize)?;
+
+    cli_bench::print_table(&measurements);
+    if let Some(path) = &args.json {
+        cli_bench::write_json(path, &measurements)?;
+    }
+    Ok(())
 }
 
 fn print_adapters() {

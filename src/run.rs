@@ -1,5 +1,7 @@
 //! The slice-in, Vec-out API, built on the launchers: upload, record, submit, read back.
 
+use bytemuck::Pod;
+
 use crate::cpu::{check_len, shape_elements};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -27,17 +29,31 @@ impl Engine {
 
     /// Copies `output.len()` f32 starting `offset` bytes into `buffer` (which needs
     /// `BufferUsages::COPY_SRC`) to the host, after all work submitted before the call.
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, offset: u64, output: &mut [f32]) -> Result<()> {
+        self.read_buffer(buffer, offset, output)
+    }
+
+    /// Copies `output.len()` values of `T` starting `offset` bytes into `buffer` (which needs
+    /// `BufferUsages::COPY_SRC`) to the host, after all work submitted before the call.
     ///
     /// The copy goes through a pooled staging buffer. Its map callback sends on a oneshot
     /// channel, and the device is polled until the map completes.
-    pub fn read_f32(&self, buffer: &wgpu::Buffer, offset: u64, output: &mut [f32]) -> Result<()> {
+    pub fn read_buffer<T: Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        output: &mut [T],
+    ) -> Result<()> {
         if output.is_empty() {
             return Ok(());
         }
-        let bytes = output.len() as u64 * F32_BYTES;
-        if !offset.is_multiple_of(F32_BYTES) || offset + bytes > buffer.size() {
+        let bytes = std::mem::size_of_val(output) as u64;
+        let aligned = offset.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+            && bytes.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        if !aligned || offset + bytes > buffer.size() {
             return Err(Error::InvalidArgument(format!(
-                "cannot read {bytes} bytes from byte offset {offset} of a buffer of {} bytes",
+                "cannot read {bytes} bytes from byte offset {offset} of a buffer of {} bytes; \
+                 offset and size must be multiples of 4",
                 buffer.size()
             )));
         }
@@ -70,7 +86,7 @@ impl Engine {
                 let view = slice
                     .get_mapped_range()
                     .map_err(|error| Error::Readback(error.to_string()))?;
-                output.copy_from_slice(bytemuck::cast_slice(&view));
+                bytemuck::cast_slice_mut::<T, u8>(output).copy_from_slice(&view);
             }
             staging.unmap();
             Ok(())

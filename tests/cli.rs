@@ -253,3 +253,67 @@ fn adapters_lists_limits() {
         assert!(stdout.contains("workgroups per dimension"), "{stdout}");
     }
 }
+
+#[test]
+fn bench_writes_table_and_json() {
+    let folder = tempfile::tempdir().unwrap();
+    let json = folder.path().join("bench.json");
+    for backend in cli_backends() {
+        let args = [
+            "bench",
+            "--backend",
+            backend,
+            "--shape",
+            "64x8",
+            "--shape",
+            "300",
+            "--runs",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        let output = sigmax(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{backend}: {}",
+            stderr(&output)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("copy ratio"), "{backend}: {stdout}");
+
+        let records: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let records = records.as_array().expect("a JSON array");
+        // Two shapes times two ops, on the CPU and, for `auto`, on the GPU.
+        let expected = if backend == "cpu" { 4 } else { 8 };
+        assert_eq!(records.len(), expected, "{backend}: {records:?}");
+        for record in records {
+            for key in [
+                "op",
+                "shape",
+                "backend",
+                "adapter",
+                "kernel_ms",
+                "end_to_end_ms",
+                "gbps",
+                "copy_gbps",
+                "copy_ratio",
+            ] {
+                assert!(
+                    record.get(key).is_some(),
+                    "{backend}: `{key}` missing in {record}"
+                );
+            }
+            assert!(record["kernel_ms"].as_f64().unwrap() > 0.0, "{record}");
+        }
+        assert_eq!(records[0]["shape"], serde_json::json!([64, 8]));
+    }
+}
+
+#[test]
+fn bench_rejects_invalid_shape() {
+    let output = sigmax(&["bench", "--backend", "cpu", "--shape", "12xabc"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("12xabc"), "{}", stderr(&output));
+}
