@@ -67,3 +67,13 @@ fn exp_difference(x: f32, m: f32, one: f32) -> f32 {
     let lo = (x - (hi - m_part)) + (neg_m - m_part);
     return exp_nonpositive(hi, lo);
 }
+
+// Adds `value` to a compensated sum: `sum.x` is the rounded running sum and `sum.y` the
+// rounding error accumulated so far, so sum.x + sum.y is accurate to about 1 ULP whatever the
+// count (Neumaier's improvement of Kahan summation). A plain f32 sum of n terms can be off by
+// n / 2 ULP. `one` is 1.0 from a buffer, as for exp_difference.
+fn add_compensated(sum: vec2<f32>, value: f32, one: f32) -> vec2<f32> {
+    let total = (sum.x + value) * one;
+    let error = select((value - total) + sum.x, (sum.x - total) + value, abs(sum.x) >= abs(value));
+    return vec2(total, sum.y + error);
+}

@@ -9,6 +9,8 @@
 //   4  storage, read_write  row_stats (vec2<f32>: row max, row sum), one per row
 //
 // Entry points, chosen by the planner (src/planner.rs):
+//   softmax_small_rows one invocation per row, for short rows: three sweeps over the row in
+//                      registers and cache, with no workgroup reduction and no barrier.
 //   softmax_rows       one workgroup per row, for rows of at most one block. Three sweeps over
 //                      the row: the max, the sum of exp(x - max), then the normalised write.
 //   softmax_partials   long rows, pass 1 of 3: one workgroup per block of `block_len`
@@ -51,7 +53,8 @@ struct Params {
     groups_x: u32,
     // Always 1.0; see exp_difference in common.wgsl.
     one: f32,
-    _pad: u32,
+    // Rows in the chunk, for softmax_small_rows.
+    rows: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -110,13 +113,39 @@ fn block_stats(lane: u32, start: u32, len: u32) -> vec2<f32> {
     }
     let block_max = reduce_max(lane, local_max);
 
-    var local_sum = 0.0;
+    var local_sum = vec2(0.0);
     for (var i = lane; i < len; i += WG_SIZE) {
-        local_sum += exp_difference(input[start + i], block_max, params.one);
+        local_sum = add_compensated(local_sum, exp_difference(input[start + i], block_max, params.one), params.one);
     }
-    let block_sum = reduce_sum(lane, local_sum);
+    let block_sum = reduce_sum(lane, local_sum.x + local_sum.y);
 
     return vec2(block_max, block_sum);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_small_rows(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let row = workgroup_index(workgroup) * WG_SIZE + lane;
+    if row >= params.rows {
+        return;
+    }
+
+    let in_start = params.in_offset + row * params.cols;
+    let out_start = params.out_offset + row * params.cols;
+    var row_max = F32_LOWEST;
+    for (var i = 0u; i < params.cols; i++) {
+        row_max = max(row_max, input[in_start + i]);
+    }
+    var sum = vec2(0.0);
+    for (var i = 0u; i < params.cols; i++) {
+        sum = add_compensated(sum, exp_difference(input[in_start + i], row_max, params.one), params.one);
+    }
+    let row_sum = sum.x + sum.y;
+    for (var i = 0u; i < params.cols; i++) {
+        output[out_start + i] = exp_difference(input[in_start + i], row_max, params.one) / row_sum;
+    }
 }
 
 @compute @workgroup_size(WG_SIZE)

@@ -315,7 +315,7 @@ impl Engine {
     /// Wraps a device that the caller created. Kernels use only the device's limits; the caller
     /// keeps its own uncaptured-error handler.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        let caps = DeviceCaps::from_limits(&device.limits());
+        let caps = DeviceCaps::new(&device.limits(), info.device_type);
         let gl_context =
             (info.backend == wgpu::Backend::Gl).then(|| parking_lot::ReentrantMutex::new(()));
         Engine {

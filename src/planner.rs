@@ -23,6 +23,19 @@ pub const MAX_LOOP_TRIPS: u32 = 64;
 /// Elements per block of a split row, and the longest row that `softmax_rows` takes.
 pub const BLOCK_LEN: u32 = WORKGROUP_SIZE * MAX_LOOP_TRIPS;
 
+/// Longest row that `softmax_small_rows` (one invocation per row) takes on adapters that run
+/// shaders on CPU cores. Measured on lavapipe (Mesa 22.3.6, 2 cores), kernel ms of the small-row
+/// kernel against one workgroup per row: [1048576, 16] 11.9 against 3556; [1024, 512] 3.0
+/// against 20.6; [512, 8192] 40 against 56; [256, 16384] 55 against 56; [64, 4096] 3.1 against
+/// 3.0. llvmpipe runs each workgroup barrier as a coroutine switch of every invocation, which
+/// costs more than the loss of parallelism inside a row.
+pub const SMALL_ROW_MAX_COLS_CPU: u64 = 8192;
+
+/// Longest row that `softmax_small_rows` takes on GPUs, where neighbouring invocations then
+/// read addresses `cols` apart.
+// TODO: unmeasured; no hardware GPU was available to set it.
+pub const SMALL_ROW_MAX_COLS_GPU: u64 = 32;
+
 /// Most partials one invocation of `softmax_merge` visits, which bounds a row at
 /// `BLOCK_LEN * WORKGROUP_SIZE * MAX_MERGE_TRIPS` (2^34) elements.
 pub const MAX_MERGE_TRIPS: u32 = 4096;
@@ -65,12 +78,16 @@ pub struct DeviceCaps {
     pub max_workgroups_per_dimension: u32,
     /// Alignment of a storage binding's offset, in bytes.
     pub storage_offset_alignment: u64,
+    /// Whether the adapter runs shaders on CPU cores (lavapipe, SwiftShader, WARP), where
+    /// workgroup barriers are expensive.
+    pub cpu_adapter: bool,
 }
 
 impl DeviceCaps {
-    /// Reads the caps from a device's limits.
-    pub fn from_limits(limits: &wgpu::Limits) -> Self {
+    /// Reads the caps from a device's limits and its adapter's device type.
+    pub fn new(limits: &wgpu::Limits, device_type: wgpu::DeviceType) -> Self {
         DeviceCaps {
+            cpu_adapter: device_type == wgpu::DeviceType::Cpu,
             max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
             max_buffer_bytes: limits.max_buffer_size,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
@@ -94,6 +111,9 @@ impl DeviceCaps {
 pub enum Kernel {
     /// `sigmoid` in shaders/sigmoid.wgsl: one element per invocation.
     Sigmoid,
+    /// `softmax_small_rows` in shaders/softmax.wgsl: one invocation per row of at most
+    /// `SMALL_ROW_MAX_COLS_CPU` or `SMALL_ROW_MAX_COLS_GPU`.
+    SoftmaxSmallRows,
     /// `softmax_rows` in shaders/softmax.wgsl: one workgroup per row of at most `BLOCK_LEN`.
     SoftmaxRows,
     /// `softmax_partials`, `softmax_merge` and `softmax_normalize`: rows split into blocks.
@@ -142,6 +162,8 @@ pub struct Chunk {
     pub elements: Range<u64>,
     /// Row of the chunk's first element.
     pub first_row: u64,
+    /// Rows that start in the chunk (elements for sigmoid).
+    pub rows: u64,
     /// Block, within its row, of the chunk's first element (0 unless the chunk holds part of
     /// one split row).
     pub first_block: u32,
@@ -180,7 +202,7 @@ pub fn plan(op: Op, dtype: DType, rows: u64, cols: u64, caps: &DeviceCaps) -> Re
     if elements == 0 {
         let kernel = match op {
             Op::Sigmoid => Kernel::Sigmoid,
-            Op::Softmax => Kernel::SoftmaxRows,
+            Op::Softmax => Kernel::SoftmaxSmallRows,
         };
         return Ok(Plan {
             kernel,
@@ -206,6 +228,7 @@ fn plan_sigmoid(elements: u64, caps: &DeviceCaps) -> Result<Plan> {
         chunks.push(Chunk {
             elements: start..end,
             first_row: start,
+            rows: end - start,
             first_block: 0,
             chunk_blocks: 1,
             grid: Grid::fold(groups, caps.max_workgroups_per_dimension)?,
@@ -220,22 +243,35 @@ fn plan_sigmoid(elements: u64, caps: &DeviceCaps) -> Result<Plan> {
 }
 
 fn plan_softmax_rows(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
+    // The small-row kernel runs one invocation per row, the row kernel one workgroup.
+    let small_row_max_cols = if caps.cpu_adapter {
+        SMALL_ROW_MAX_COLS_CPU
+    } else {
+        SMALL_ROW_MAX_COLS_GPU
+    };
+    let (kernel, rows_per_group) = if cols <= small_row_max_cols {
+        (Kernel::SoftmaxSmallRows, WORKGROUP_SIZE as u64)
+    } else {
+        (Kernel::SoftmaxRows, 1)
+    };
     let rows_per_chunk = caps.max_chunk_elements() / cols;
     let mut chunks = Vec::new();
     let mut first_row = 0;
     while first_row < rows {
         let end_row = rows.min(first_row + rows_per_chunk);
+        let groups = (end_row - first_row).div_ceil(rows_per_group);
         chunks.push(Chunk {
             elements: first_row * cols..end_row * cols,
             first_row,
+            rows: end_row - first_row,
             first_block: 0,
             chunk_blocks: 1,
-            grid: Grid::fold(end_row - first_row, caps.max_workgroups_per_dimension)?,
+            grid: Grid::fold(groups, caps.max_workgroups_per_dimension)?,
         });
         first_row = end_row;
     }
     Ok(Plan {
-        kernel: Kernel::SoftmaxRows,
+        kernel,
         chunks,
         merge: None,
     })
@@ -272,6 +308,7 @@ fn plan_softmax_split(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
             chunks.push(Chunk {
                 elements: first_row * cols..end_row * cols,
                 first_row,
+                rows: end_row - first_row,
                 first_block: 0,
                 chunk_blocks: blocks_per_row as u32,
                 grid: Grid::fold((end_row - first_row) * blocks_per_row, max)?,
@@ -291,6 +328,7 @@ fn plan_softmax_split(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
                 chunks.push(Chunk {
                     elements: start..end,
                     first_row: row,
+                    rows: 1,
                     first_block: block as u32,
                     chunk_blocks: (end_block - block) as u32,
                     grid: Grid::fold(end_block - block, max)?,
@@ -347,6 +385,15 @@ mod tests {
             max_buffer_bytes: 2 << 30,
             max_workgroups_per_dimension: 65_535,
             storage_offset_alignment: 16,
+            cpu_adapter: true,
+        }
+    }
+
+    /// lavapipe's limits on a hardware GPU.
+    fn gpu() -> DeviceCaps {
+        DeviceCaps {
+            cpu_adapter: false,
+            ..lavapipe()
         }
     }
 
@@ -434,9 +481,26 @@ mod tests {
     }
 
     #[test]
+    fn softmax_small_row_kernel_up_to_threshold() {
+        for (caps, max_cols) in [
+            (lavapipe(), SMALL_ROW_MAX_COLS_CPU),
+            (gpu(), SMALL_ROW_MAX_COLS_GPU),
+        ] {
+            for cols in [1, 2, max_cols] {
+                let plan = plan(Op::Softmax, DType::F32, 300, cols, &caps).unwrap();
+                assert_eq!(plan.kernel, Kernel::SoftmaxSmallRows, "cols = {cols}");
+                assert_eq!(plan.chunks[0].grid.groups, 2, "cols = {cols}");
+                assert_eq!(plan.chunks[0].rows, 300, "cols = {cols}");
+            }
+            let plan = plan(Op::Softmax, DType::F32, 300, max_cols + 1, &caps).unwrap();
+            assert_eq!(plan.kernel, Kernel::SoftmaxRows, "cols = {}", max_cols + 1);
+        }
+    }
+
+    #[test]
     fn softmax_row_kernel_up_to_block_len() {
-        let caps = lavapipe();
-        for cols in [1, 2, 255, 256, 257, BLOCK_LEN as u64] {
+        let caps = gpu();
+        for cols in [SMALL_ROW_MAX_COLS_GPU + 1, 255, 256, 257, BLOCK_LEN as u64] {
             let plan = plan(Op::Softmax, DType::F32, 3, cols, &caps).unwrap();
             assert_eq!(plan.kernel, Kernel::SoftmaxRows, "cols = {cols}");
             assert_eq!(plan.chunks[0].grid.groups, 3);
@@ -461,9 +525,9 @@ mod tests {
 
     #[test]
     fn softmax_many_rows_fold() {
-        let caps = lavapipe();
+        let caps = gpu();
         for rows in [65_536, 65_537] {
-            let plan = plan(Op::Softmax, DType::F32, rows, 2, &caps).unwrap();
+            let plan = plan(Op::Softmax, DType::F32, rows, 300, &caps).unwrap();
             assert_eq!(plan.chunks[0].grid.groups as u64, rows);
             assert_eq!(plan.chunks[0].grid.y, 2);
             assert_grids_fit(&plan, &caps);

@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{assert_all_written, assert_close, backends, random_values, run_into_nan, test_data};
+use common::{
+    assert_all_written, assert_close, backends, random_values, run_into_nan, softmax_each_variant,
+    test_data,
+};
 use sigmax::verify::{Bound, ulp_distance};
 use sigmax::{Backend, Op, cpu};
 
@@ -40,19 +43,23 @@ fn rows_with_max_positions(cols: usize, seed: u64) -> Vec<f32> {
     input
 }
 
+/// Checks every kernel variant on `backend` at `cols`: every element is written, rows sum to
+/// 1, and results match the reference.
 fn check_softmax_rows(backend: &Backend, cols: usize) {
     let input = rows_with_max_positions(cols, cols as u64);
-    let got = backend.softmax(&input, 3, cols).unwrap();
     let expected = cpu::softmax(&input, 3, cols).unwrap();
-    let context = format!("{} cols = {cols}", backend.name());
-    for (row, values) in got.chunks(cols).enumerate() {
-        let sum: f64 = values.iter().map(|&p| p as f64).sum();
-        assert!(
-            (sum - 1.0).abs() <= 1e-5,
-            "{context} row {row} sums to {sum}"
-        );
+    for (label, got) in softmax_each_variant(backend, &input, 3, cols) {
+        let context = format!("{label} cols = {cols}");
+        assert_all_written(&got, &context);
+        for (row, values) in got.chunks(cols).enumerate() {
+            let sum: f64 = values.iter().map(|&p| p as f64).sum();
+            assert!(
+                (sum - 1.0).abs() <= 1e-5,
+                "{context} row {row} sums to {sum}"
+            );
+        }
+        assert_close(&got, &expected, 4e-7, &context);
     }
-    assert_close(&got, &expected, 4e-7, &context);
 }
 
 #[test]
@@ -67,17 +74,14 @@ fn softmax_every_cols_up_to_600() {
 #[test]
 fn softmax_cols_around_thresholds() {
     let block_len = sigmax::planner::BLOCK_LEN as usize;
-    let cols_list = [
-        4095,
-        4096,
-        4097,
-        block_len - 1,
-        block_len,
-        block_len + 1,
-        65_537,
-    ];
+    let small_cpu = sigmax::planner::SMALL_ROW_MAX_COLS_CPU as usize;
+    let small_gpu = sigmax::planner::SMALL_ROW_MAX_COLS_GPU as usize;
+    let mut cols_list = vec![4095, 4096, 4097, 65_537];
+    for threshold in [small_gpu, small_cpu, block_len] {
+        cols_list.extend([threshold - 1, threshold, threshold + 1]);
+    }
     for backend in backends() {
-        for cols in cols_list {
+        for &cols in &cols_list {
             check_softmax_rows(backend, cols);
         }
     }
@@ -85,14 +89,19 @@ fn softmax_cols_around_thresholds() {
 
 #[test]
 fn softmax_many_rows_fold_grid() {
-    for rows in [65_536, 65_537] {
-        let input = random_values(rows * 2, rows as u64, -30.0, 30.0);
-        let expected = cpu::softmax(&input, rows, 2).unwrap();
+    // 65,537 rows of 40 run one workgroup per row where the planner picks the row kernel.
+    for (rows, cols) in [(65_536, 2), (65_537, 2), (65_537, 40)] {
+        let input = random_values(rows * cols, rows as u64, -30.0, 30.0);
+        let expected = cpu::softmax(&input, rows, cols).unwrap();
         for backend in backends() {
-            let context = format!("{} [{rows}, 2]", backend.name());
-            let got = run_into_nan(backend, Op::Softmax, &input, rows, 2);
+            let context = format!("{} [{rows}, {cols}]", backend.name());
+            let got = run_into_nan(backend, Op::Softmax, &input, rows, cols);
             assert_all_written(&got, &context);
             assert_close(&got, &expected, 4e-7, &context);
+            for (label, got) in softmax_each_variant(backend, &input, rows, cols) {
+                assert_all_written(&got, &label);
+                assert_close(&got, &expected, 4e-7, &format!("{label} [{rows}, {cols}]"));
+            }
         }
     }
 }

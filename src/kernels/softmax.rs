@@ -4,8 +4,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{BufferRegion, ParamsBuffer, storage_entry, uniform_entry};
 use crate::engine::Engine;
-use crate::error::Result;
-use crate::planner::{self, DType, Grid, Kernel, Op, STATS_BYTES};
+use crate::error::{Error, Result};
+use crate::planner::{self, DType, Grid, Kernel, Op, Plan, STATS_BYTES};
 use crate::shaders::ShaderFamily;
 
 /// Keep in sync with the bindings listed in shaders/softmax.wgsl.
@@ -33,7 +33,7 @@ struct Params {
     groups_x: u32,
     /// Always 1.0, an operand that keeps the compiler from reassociating TwoSum.
     one: f32,
-    _pad: u32,
+    rows: u32,
 }
 
 impl Engine {
@@ -49,6 +49,28 @@ impl Engine {
         cols: u64,
     ) -> Result<()> {
         let plan = planner::plan(Op::Softmax, DType::F32, rows, cols, self.caps())?;
+        self.record_softmax_planned(encoder, input, output, rows, cols, &plan)
+    }
+
+    /// Records softmax like [`Engine::record_softmax`], with a plan that the caller made with
+    /// [`planner::plan`], for example from caps other than the engine's to run another kernel
+    /// variant. The plan must be for `Op::Softmax` on this shape.
+    pub fn record_softmax_planned(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: BufferRegion<'_>,
+        output: BufferRegion<'_>,
+        rows: u64,
+        cols: u64,
+        plan: &Plan,
+    ) -> Result<()> {
+        let covered = plan.chunks.last().map_or(0, |chunk| chunk.elements.end);
+        if plan.kernel == Kernel::Sigmoid || covered != rows * cols {
+            return Err(Error::InvalidArgument(format!(
+                "the plan covers {covered} elements with {:?}, not softmax of [{rows}, {cols}]",
+                plan.kernel
+            )));
+        }
         if plan.chunks.is_empty() {
             return Ok(());
         }
@@ -109,7 +131,7 @@ impl Engine {
                     groups: chunk.grid.groups,
                     groups_x: chunk.grid.x,
                     one: 1.0,
-                    _pad: 0,
+                    rows: chunk.rows as u32,
                 })
                 .collect();
             if let Some(merge) = plan.merge {
@@ -178,13 +200,18 @@ impl Engine {
             };
 
             let chunks = plan.chunks.iter().enumerate();
-            match plan.merge {
-                None => {
+            match (plan.kernel, plan.merge) {
+                (Kernel::SoftmaxSmallRows, _) => {
+                    for (index, chunk) in chunks {
+                        dispatch(&mut pass, "softmax_small_rows", index, chunk.grid)?;
+                    }
+                }
+                (_, None) => {
                     for (index, chunk) in chunks {
                         dispatch(&mut pass, "softmax_rows", index, chunk.grid)?;
                     }
                 }
-                Some(merge) => {
+                (_, Some(merge)) => {
                     for (index, chunk) in chunks.clone() {
                         dispatch(&mut pass, "softmax_partials", index, chunk.grid)?;
                     }

@@ -4,6 +4,7 @@
 
 use std::sync::OnceLock;
 
+use sigmax::planner::{self, DType, DeviceCaps};
 use sigmax::{AdapterChoice, Backend, BufferRegion, Engine, EngineOptions, Op};
 
 /// The storage binding size that test engines plan with, the common 128 MiB, so that inputs
@@ -86,9 +87,46 @@ pub fn run_into_nan(
             Op::Softmax => backend.softmax_into(input, rows, cols, &mut output),
         }
         .unwrap(),
-        Backend::Gpu(engine) => run_on_buffers(engine, op, input, rows, cols, &mut output),
+        Backend::Gpu(engine) => run_on_buffers(engine, op, input, rows, cols, None, &mut output),
     }
     output
+}
+
+/// Runs softmax on `backend` once per kernel variant the planner can pick on its adapter:
+/// with the engine's own caps, and with the caps of the other adapter kind (CPU cores or GPU),
+/// whose thresholds differ. Returns each result with a label naming backend and kernel.
+pub fn softmax_each_variant(
+    backend: &Backend,
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Vec<(String, Vec<f32>)> {
+    let Backend::Gpu(engine) = backend else {
+        return vec![(backend.name(), backend.softmax(input, rows, cols).unwrap())];
+    };
+    [true, false]
+        .into_iter()
+        .map(|cpu_adapter| {
+            let caps = DeviceCaps {
+                cpu_adapter,
+                ..*engine.caps()
+            };
+            let plan =
+                planner::plan(Op::Softmax, DType::F32, rows as u64, cols as u64, &caps).unwrap();
+            let label = format!("{} {:?}", backend.name(), plan.kernel);
+            let mut output = vec![f32::NAN; input.len()];
+            run_on_buffers(
+                engine,
+                Op::Softmax,
+                input,
+                rows,
+                cols,
+                Some(&plan),
+                &mut output,
+            );
+            (label, output)
+        })
+        .collect()
 }
 
 fn run_on_buffers(
@@ -97,6 +135,7 @@ fn run_on_buffers(
     input: &[f32],
     rows: usize,
     cols: usize,
+    plan: Option<&planner::Plan>,
     output: &mut [f32],
 ) {
     let _gl_context = engine.lock_gl_context();
@@ -109,9 +148,13 @@ fn run_on_buffers(
         });
     let from = BufferRegion::whole(&input_buffer);
     let to = BufferRegion::whole(&output_buffer);
-    match op {
-        Op::Sigmoid => engine.record_sigmoid(&mut encoder, from, to, input.len() as u64),
-        Op::Softmax => engine.record_softmax(&mut encoder, from, to, rows as u64, cols as u64),
+    let (rows, cols) = (rows as u64, cols as u64);
+    match (op, plan) {
+        (Op::Sigmoid, _) => engine.record_sigmoid(&mut encoder, from, to, input.len() as u64),
+        (Op::Softmax, None) => engine.record_softmax(&mut encoder, from, to, rows, cols),
+        (Op::Softmax, Some(plan)) => {
+            engine.record_softmax_planned(&mut encoder, from, to, rows, cols, plan)
+        }
     }
     .unwrap();
     engine.queue().submit([encoder.finish()]);
