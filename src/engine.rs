@@ -146,6 +146,16 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (device_rank, backend_rank)
 }
 
+/// Returns the driver's name and version, such as `llvmpipe (Mesa 22.3.6)`; GL adapters
+/// report only a version.
+pub fn driver_description(info: &wgpu::AdapterInfo) -> String {
+    match (info.driver.as_str(), info.driver_info.as_str()) {
+        ("", version) => version.to_owned(),
+        (driver, "") => driver.to_owned(),
+        (driver, version) => format!("{driver} ({version})"),
+    }
+}
+
 /// Lists every adapter of every backend compiled into wgpu.
 pub async fn list_adapters_async() -> Vec<AdapterSummary> {
     let instance = new_instance(wgpu::Backends::all());
@@ -216,11 +226,17 @@ async fn compute_adapters(
 }
 
 fn no_adapter(choice: &AdapterChoice) -> Error {
-    let hint = if cfg!(target_os = "linux") {
-        "; install a Vulkan driver (on Debian and Ubuntu, the software driver comes with \
-         `apt-get install mesa-vulkan-drivers libvulkan1`), or run `sigmax adapters` to see what is found"
-    } else {
-        "; run `sigmax adapters` to see what is found"
+    let wants_vulkan = matches!(
+        choice,
+        AdapterChoice::Auto | AdapterChoice::Vulkan | AdapterChoice::Software
+    );
+    let hint = match choice {
+        AdapterChoice::Index(_) => "; `sigmax adapters` lists the adapters with their numbers",
+        _ if wants_vulkan && cfg!(target_os = "linux") => {
+            "; install a Vulkan driver (on Debian and Ubuntu, the software driver comes with \
+             `apt-get install mesa-vulkan-drivers libvulkan1`), or run `sigmax adapters` to see what is found"
+        }
+        _ => "; run `sigmax adapters` to see what is found",
     };
     Error::NoAdapter {
         choice: choice.to_string(),
@@ -277,12 +293,11 @@ impl Engine {
         let adapter = choose_adapter(&options.adapter).await?;
         let info = adapter.get_info();
         log::info!(
-            "using adapter `{}` ({:?}, {:?}, driver `{} {}`)",
+            "using adapter `{}` ({:?}, {:?}, driver {})",
             info.name,
             info.backend,
             info.device_type,
-            info.driver,
-            info.driver_info
+            driver_description(&info)
         );
 
         let descriptor = wgpu::DeviceDescriptor {

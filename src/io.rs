@@ -49,8 +49,14 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Array, String> {
         return Err("not a .npy file: the magic string \\x93NUMPY is missing".to_owned());
     }
     let mut rest = bytes;
-    let file =
-        npyz::NpyFile::new(&mut rest).map_err(|error| format!("invalid .npy header: {error}"))?;
+    // npyz explains some header errors over several lines; the first names the problem.
+    let file = npyz::NpyFile::new(&mut rest).map_err(|error| {
+        let message = error.to_string();
+        format!(
+            "invalid .npy header: {}",
+            message.lines().next().unwrap_or_default().trim()
+        )
+    })?;
 
     let dtype = file.dtype();
     if dtype.descr() != "'<f4'" {
@@ -84,13 +90,14 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Array, String> {
         ));
     }
     if rest.len() > expected_bytes {
-        return Err(format!(
-            "file is corrupt: shape {shape:?} needs {expected_bytes} bytes of data, but {} follow the header",
-            rest.len()
-        ));
+        // numpy's np.load ignores bytes after the data, so sigmax reads such files too.
+        log::warn!(
+            "ignoring {} bytes after the {expected_bytes} bytes of data of shape {shape:?}",
+            rest.len() - expected_bytes
+        );
     }
 
-    let data = rest
+    let data = rest[..expected_bytes]
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
@@ -123,11 +130,13 @@ pub fn write_atomic(
     };
     let write_error = |error: std::io::Error| file_error(path, format!("cannot write: {error}"));
 
-    let temporary = tempfile::Builder::new()
-        .prefix(".sigmax-")
-        .suffix(".tmp")
-        .tempfile_in(&folder)
-        .map_err(write_error)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".sigmax-").suffix(".tmp");
+    // tempfile creates files readable by the owner alone; 0o666 less the umask is what a
+    // plain file creation gives, and the rename keeps it.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let temporary = builder.tempfile_in(&folder).map_err(write_error)?;
     {
         let mut out = BufWriter::new(temporary.as_file());
         write(&mut out).map_err(write_error)?;
@@ -220,6 +229,37 @@ mod tests {
         let mut bytes = npy_bytes("<f4", false, "(3,)", &[0; 12]);
         bytes.truncate(20);
         assert!(parse_npy(&bytes).is_err());
+    }
+
+    #[test]
+    fn parse_ignores_trailing_bytes() {
+        let mut data = f32_bytes(&[1.0, 2.0]);
+        data.extend(b"xxxx");
+        let array = parse_npy(&npy_bytes("<f4", false, "(2,)", &data)).unwrap();
+        assert_eq!(array.data, [1.0, 2.0]);
+    }
+
+    #[test]
+    fn parse_error_is_one_line() {
+        let bytes = npy_bytes("<f4", false, "(100, 2a)", &[0; 8]);
+        let error = parse_npy(&bytes).unwrap_err();
+        assert_eq!(error.lines().count(), 1, "{error}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn written_file_is_not_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("out.npy");
+        let array = Array {
+            data: vec![1.0],
+            shape: vec![1],
+        };
+        write_npy(&path, &array).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        // Every common umask (022, 002, 027) leaves the group read bit.
+        assert_ne!(mode & 0o040, 0, "mode {mode:o}");
     }
 
     #[test]

@@ -34,11 +34,14 @@ pub mod shaders;
 pub mod verify;
 
 pub use engine::{
-    AdapterChoice, AdapterSummary, Engine, EngineOptions, list_adapters, list_adapters_async,
+    AdapterChoice, AdapterSummary, Engine, EngineOptions, driver_description, list_adapters,
+    list_adapters_async,
 };
 pub use error::{Error, Result};
 pub use kernels::BufferRegion;
 pub use planner::Op;
+/// The wgpu version that sigmax is built on, for callers of the launchers.
+pub use wgpu;
 
 /// The device an op runs on: a GPU engine or the CPU.
 #[derive(Debug)]
@@ -104,3 +107,8 @@ impl Backend {
         }
     }
 }
+
+/// Compiles the examples of README.md as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -37,18 +37,22 @@ pub struct ErrorStats {
     pub max_abs: f64,
     /// Index of the element with `max_abs`.
     pub max_abs_index: usize,
-    /// Max |got - expected| / |expected| over elements whose expected value is not zero.
+    /// Max |got - expected| / |expected| over elements whose expected magnitude is at least
+    /// the `floor` passed to [`compare`].
     pub max_rel: f64,
     /// Index of the element with `max_rel`.
     pub max_rel_index: usize,
-    /// Max ULP distance.
+    /// Max ULP distance over elements whose expected magnitude is at least the `floor` passed
+    /// to [`compare`].
     pub max_ulp: u32,
     /// Index of the element with `max_ulp`.
     pub max_ulp_index: usize,
 }
 
-/// Compares `got` with `expected` element by element. Both must have the same length.
-pub fn compare(got: &[f32], expected: &[f32]) -> ErrorStats {
+/// Compares `got` with `expected` element by element. Relative and ULP errors skip elements
+/// whose expected magnitude is below `floor`, such as results that an adapter may flush to
+/// zero. Both slices must have the same length.
+pub fn compare(got: &[f32], expected: &[f32], floor: f32) -> ErrorStats {
     assert_eq!(
         got.len(),
         expected.len(),
@@ -68,6 +72,9 @@ pub fn compare(got: &[f32], expected: &[f32]) -> ErrorStats {
         if abs > stats.max_abs {
             stats.max_abs = abs;
             stats.max_abs_index = index;
+        }
+        if e.abs() < floor {
+            continue;
         }
         if e != 0.0 && abs / (e as f64).abs() > stats.max_rel {
             stats.max_rel = abs / (e as f64).abs();
@@ -171,11 +178,19 @@ mod tests {
     fn compare_reports_worst_index() {
         let expected = [1.0, 2.0, 4.0];
         let got = [1.0, 2.5, 4.0];
-        let stats = compare(&got, &expected);
+        let stats = compare(&got, &expected, 0.0);
         assert_eq!(stats.max_abs, 0.5);
         assert_eq!(stats.max_abs_index, 1);
         assert_eq!(stats.max_rel, 0.25);
         assert_eq!(stats.max_ulp_index, 1);
+    }
+
+    #[test]
+    fn compare_skips_relative_errors_below_floor() {
+        let stats = compare(&[0.0, 1.0], &[1e-40, 1.0], 1e-37);
+        assert_eq!(stats.max_rel, 0.0);
+        assert_eq!(stats.max_ulp, 0);
+        assert!(stats.max_abs > 0.0);
     }
 
     #[test]

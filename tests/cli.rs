@@ -317,3 +317,56 @@ fn bench_rejects_invalid_shape() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("12xabc"), "{}", stderr(&output));
 }
+
+#[test]
+fn adapter_and_backend_conflict() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out.npy");
+    let input = data("bc_logits.npy");
+    let args = [
+        "sigmoid",
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-b",
+        "gl",
+        "-a",
+        "0",
+    ];
+    let output = sigmax(&args);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot be used with"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn adapter_index_out_of_range_is_an_error() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out.npy");
+    let input = data("bc_logits.npy");
+    let output = sigmax(&[
+        "sigmoid",
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-a",
+        "999",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("adapter 999"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("sigmax adapters"),
+        "{}",
+        stderr(&output)
+    );
+}
