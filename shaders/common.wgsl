@@ -21,6 +21,7 @@ const LN2_HI: f32 = 0.693145751953125;
 const LN2_LO: f32 = 1.4286067653e-6;
 // exp(x) is below half the smallest f32 subnormal for x < EXP_MIN_ARG, so it rounds to 0.
 const EXP_MIN_ARG: f32 = -104.0;
+const TWO_POW_MINUS_64: f32 = 5.421010862427522e-20;
 
 // Taylor coefficients 1/k! for k = 2..7. For |r| <= ln(2) / 2 the truncation error is
 // below 5.3e-9 relative, under 0.05 ULP.
@@ -35,6 +36,7 @@ const C7: f32 = 0.0001984126984126984;
 // Passing the rounding error of x - max keeps softmax accurate when |x - max| is large:
 // the error of a rounded difference would otherwise be multiplied by |x - max| in the result.
 // Results below the smallest normal f32 may be flushed to zero, as WGSL allows.
+// 2^n is built from its bits rather than with ldexp, which llvmpipe evaluates slowly.
 fn exp_nonpositive(hi: f32, lo: f32) -> f32 {
     let underflows = hi < EXP_MIN_ARG;
     let x = select(hi, EXP_MIN_ARG, underflows);
@@ -51,7 +53,13 @@ fn exp_nonpositive(hi: f32, lo: f32) -> f32 {
     p = p * r + C2;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    return ldexp(p, i32(n));
+
+    // n lies in [-150, 0]. Below -126, 2^n is subnormal: scale by 2^(n + 64), exact, then by
+    // 2^-64, which rounds once.
+    let k = i32(n);
+    let subnormal = k < -126;
+    let scale = bitcast<f32>(u32(select(k, k + 64, subnormal) + 127) << 23u);
+    return select(p * scale, (p * scale) * TWO_POW_MINUS_64, subnormal);
 }
 
 // Returns exp(x - m) for x <= m. The difference is split into its f32 rounding and the exact

@@ -1,4 +1,6 @@
-// Sigmoid over a flat array of f32, one element per invocation.
+// Sigmoid over a flat array of f32. Each workgroup covers a tile of WG_SIZE * ELEMENTS_PER_INVOCATION
+// consecutive elements; invocation `lane` takes elements lane, lane + WG_SIZE, and so on, so
+// that neighbouring invocations always touch neighbouring elements.
 //
 // Bindings (group 0), keep in sync with `kernels::sigmoid` in src/kernels/sigmoid.rs:
 //   0  uniform              Params
@@ -10,7 +12,10 @@
 // result in [0, 1]; rounding 1 / (1 + e) cannot exceed 1, and e / (1 + e) is never negative.
 //
 // Grid: the host folds the workgroups into two dimensions (`groups_x` wide) because a
-// dimension holds at most 65,535 workgroups on most adapters; invocations past `len` exit.
+// dimension holds at most 65,535 workgroups on most adapters; elements past `len` are skipped.
+
+// Keep in sync with `SIGMOID_ELEMENTS_PER_INVOCATION` in src/planner.rs.
+const ELEMENTS_PER_INVOCATION: u32 = 4u;
 
 struct Params {
     // Element offset of the chunk's first element inside the input binding.
@@ -32,12 +37,13 @@ fn sigmoid(
     @builtin(workgroup_id) workgroup: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let i = (workgroup.y * params.groups_x + workgroup.x) * WG_SIZE + lane;
-    if i >= params.len {
-        return;
+    let tile = (workgroup.y * params.groups_x + workgroup.x) * WG_SIZE * ELEMENTS_PER_INVOCATION;
+    for (var j = 0u; j < ELEMENTS_PER_INVOCATION; j++) {
+        let i = tile + j * WG_SIZE + lane;
+        if i < params.len {
+            let x = input[params.in_offset + i];
+            let e = exp_nonpositive(-abs(x), 0.0);
+            output[params.out_offset + i] = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+        }
     }
-
-    let x = input[params.in_offset + i];
-    let e = exp_nonpositive(-abs(x), 0.0);
-    output[params.out_offset + i] = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
 }

@@ -97,6 +97,9 @@ pub struct EngineOptions {
     /// Caps the storage binding size that plans use, in bytes, below the device's limit. Tests
     /// use it to exercise chunking on adapters with large bindings.
     pub max_storage_binding_bytes: Option<u64>,
+    /// Caps the workgroups per dispatch dimension that plans use, below the device's limit.
+    /// Tests use it to exercise folded grids on small inputs.
+    pub max_workgroups_per_dimension: Option<u32>,
 }
 
 /// Description of one adapter, as `sigmax adapters` prints it.
@@ -323,6 +326,10 @@ impl Engine {
         let mut engine = Self::from_device(device, queue, info);
         if let Some(max) = options.max_storage_binding_bytes {
             engine.caps.max_storage_binding_bytes = engine.caps.max_storage_binding_bytes.min(max);
+        }
+        if let Some(max) = options.max_workgroups_per_dimension {
+            let caps = &mut engine.caps;
+            caps.max_workgroups_per_dimension = caps.max_workgroups_per_dimension.min(max);
         }
         Ok(engine)
     }

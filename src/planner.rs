@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 /// shaders/common.wgsl.
 pub const WORKGROUP_SIZE: u32 = 256;
 
+/// Elements each invocation of the sigmoid kernel computes. Keep in sync with
+/// `ELEMENTS_PER_INVOCATION` in shaders/sigmoid.wgsl.
+pub const SIGMOID_ELEMENTS_PER_INVOCATION: u32 = 4;
+
 /// Most elements one invocation visits in one sweep over a block. llvmpipe silently ends a
 /// shader loop after 65,535 iterations per invocation (Mesa 22.3), so every loop in the
 /// kernels is bounded by the planner, whatever the input size.
@@ -224,7 +228,8 @@ fn plan_sigmoid(elements: u64, caps: &DeviceCaps) -> Result<Plan> {
     let mut start = 0;
     while start < elements {
         let end = elements.min(start + max_chunk);
-        let groups = (end - start).div_ceil(WORKGROUP_SIZE as u64);
+        let tile = (WORKGROUP_SIZE * SIGMOID_ELEMENTS_PER_INVOCATION) as u64;
+        let groups = (end - start).div_ceil(tile);
         chunks.push(Chunk {
             elements: start..end,
             first_row: start,
@@ -458,11 +463,21 @@ mod tests {
     #[test]
     fn sigmoid_past_workgroup_limit_folds() {
         let caps = lavapipe();
-        let plan = plan(Op::Sigmoid, DType::F32, 16_776_961, 1, &caps).unwrap();
+        // A 1 GiB binding holds the whole input, so only the grid limit applies.
+        let caps = DeviceCaps {
+            max_storage_binding_bytes: 1 << 30,
+            ..caps
+        };
+        let tile = (WORKGROUP_SIZE * SIGMOID_ELEMENTS_PER_INVOCATION) as u64;
+        let elements = 65_535 * tile + 1;
+        let plan = plan(Op::Sigmoid, DType::F32, elements, 1, &caps).unwrap();
         assert_eq!(plan.chunks.len(), 1);
-        assert_eq!(plan.chunks[0].grid.groups, 16_776_961u32.div_ceil(256));
+        assert_eq!(
+            plan.chunks[0].grid.groups as u64,
+            (plan.chunks[0].elements.end).div_ceil(tile)
+        );
         assert!(plan.chunks[0].grid.y > 1);
-        assert_covers(&plan, 16_776_961);
+        assert_covers(&plan, elements);
         assert_grids_fit(&plan, &caps);
     }
 

@@ -24,7 +24,7 @@ fn sigmax(args: &[&str]) -> Output {
 /// `--backend` values to run: the CPU path, and `auto` unless no adapter exists outside CI.
 fn cli_backends() -> Vec<&'static str> {
     let mut backends = vec!["cpu"];
-    if !common::gpu_engines(None).is_empty() {
+    if !common::gpu_engines(Default::default()).is_empty() {
         backends.push("auto");
     }
     backends
@@ -247,7 +247,7 @@ fn unavailable_gpu_backend_is_an_error() {
 fn adapters_lists_limits() {
     let output = sigmax(&["adapters"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    if !common::gpu_engines(None).is_empty() {
+    if !common::gpu_engines(Default::default()).is_empty() {
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("max storage binding"), "{stdout}");
         assert!(stdout.contains("workgroups per dimension"), "{stdout}");

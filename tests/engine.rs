@@ -6,7 +6,7 @@ use sigmax::{AdapterChoice, BufferRegion, Engine, EngineOptions, Error};
 
 #[test]
 fn validation_error_is_returned_not_panicked() {
-    for engine in common::gpu_engines(None) {
+    for engine in common::gpu_engines(Default::default()) {
         // A buffer without COPY_SRC cannot be read back: wgpu reports a validation error.
         let buffer = engine.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("no copy source"),
@@ -26,7 +26,7 @@ fn validation_error_is_returned_not_panicked() {
 
 #[test]
 fn launcher_rejects_short_output_buffer() {
-    for engine in common::gpu_engines(None) {
+    for engine in common::gpu_engines(Default::default()) {
         let input = engine.upload("input", &[0.5; 64]).unwrap();
         let output = engine.upload("output", &[0.0; 16]).unwrap();
         let mut encoder = engine.device().create_command_encoder(&Default::default());
@@ -45,7 +45,7 @@ fn launcher_rejects_short_output_buffer() {
 
 #[test]
 fn launcher_writes_at_offsets() {
-    for engine in common::gpu_engines(None) {
+    for engine in common::gpu_engines(Default::default()) {
         let _gl_context = engine.lock_gl_context();
         let logits = [1.0f32, 2.0, 3.0, -1.0, 0.0, 1.0];
         // Input and output start 3 and 5 elements into their buffers, off any binding alignment.

@@ -7,7 +7,7 @@ use common::{
     test_data,
 };
 use sigmax::verify::{Bound, ulp_distance};
-use sigmax::{Backend, Op, cpu};
+use sigmax::{Backend, EngineOptions, Op, cpu};
 
 #[test]
 fn digits_softmax_reproduces_sklearn() {
@@ -118,6 +118,23 @@ fn sigmoid_past_workgroup_limit() {
 }
 
 #[test]
+fn sigmoid_folded_grid() {
+    // With at most 1,000 workgroups per dimension, 16,776,961 elements need a grid 17 high.
+    let engines = common::gpu_engines(EngineOptions {
+        max_workgroups_per_dimension: Some(1_000),
+        ..Default::default()
+    });
+    let input = random_values(16_776_961, 7, -40.0, 40.0);
+    let expected = cpu::sigmoid(&input);
+    for engine in engines {
+        let backend = Backend::Gpu(engine);
+        let got = run_into_nan(&backend, Op::Sigmoid, &input, input.len(), 1);
+        assert_all_written(&got, &backend.name());
+        assert_close(&got, &expected, 1e-7, &backend.name());
+    }
+}
+
+#[test]
 fn sigmoid_above_binding_size() {
     // One element more than a 128 MiB binding holds.
     let input = random_values(33_554_433, 2, -40.0, 40.0);
@@ -151,7 +168,10 @@ fn softmax_one_long_row() {
 #[test]
 fn softmax_rows_longer_than_binding() {
     // A 2 MiB binding holds fewer elements than one row, so chunks hold parts of rows.
-    let engines = common::gpu_engines(Some(2 << 20));
+    let engines = common::gpu_engines(EngineOptions {
+        max_storage_binding_bytes: Some(2 << 20),
+        ..Default::default()
+    });
     let (rows, cols) = (3, 1_500_001);
     let mut input = random_values(rows * cols, 4, -20.0, 20.0);
     input[cols - 1] = 30.0;

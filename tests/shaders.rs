@@ -52,18 +52,36 @@ fn every_shader_file_belongs_to_a_family() {
     }
 }
 
-#[test]
-fn workgroup_size_matches_planner() {
-    let module = validate(ShaderFamily::Softmax);
+/// Returns the value of the u32 constant `name` in `family`'s module.
+fn u32_constant(family: ShaderFamily, name: &str) -> u32 {
+    let module = validate(family);
     let (_, constant) = module
         .constants
         .iter()
-        .find(|(_, constant)| constant.name.as_deref() == Some("WG_SIZE"))
-        .expect("common.wgsl declares WG_SIZE");
-    let value = &module.global_expressions[constant.init];
+        .find(|(_, constant)| constant.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{} declares no constant {name}", family.file_name()));
+    match module.global_expressions[constant.init] {
+        naga::Expression::Literal(naga::Literal::U32(value)) => value,
+        ref other => panic!("{name} is not a u32 literal: {other:?}"),
+    }
+}
+
+#[test]
+fn workgroup_size_matches_planner() {
+    for family in ShaderFamily::ALL {
+        assert_eq!(
+            u32_constant(family, "WG_SIZE"),
+            sigmax::planner::WORKGROUP_SIZE,
+            "WG_SIZE in shaders/common.wgsl differs from planner::WORKGROUP_SIZE"
+        );
+    }
+}
+
+#[test]
+fn sigmoid_tile_matches_planner() {
     assert_eq!(
-        *value,
-        naga::Expression::Literal(naga::Literal::U32(sigmax::planner::WORKGROUP_SIZE)),
-        "WG_SIZE in shaders/common.wgsl differs from planner::WORKGROUP_SIZE"
+        u32_constant(ShaderFamily::Sigmoid, "ELEMENTS_PER_INVOCATION"),
+        sigmax::planner::SIGMOID_ELEMENTS_PER_INVOCATION,
+        "shaders/sigmoid.wgsl and planner::SIGMOID_ELEMENTS_PER_INVOCATION differ"
     );
 }

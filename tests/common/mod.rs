@@ -19,17 +19,20 @@ pub fn backends() -> &'static [Backend] {
     BACKENDS.get_or_init(|| {
         let mut backends = vec![Backend::Cpu];
         backends.extend(
-            gpu_engines(Some(TEST_BINDING_BYTES))
-                .into_iter()
-                .map(Backend::Gpu),
+            gpu_engines(EngineOptions {
+                max_storage_binding_bytes: Some(TEST_BINDING_BYTES),
+                ..Default::default()
+            })
+            .into_iter()
+            .map(Backend::Gpu),
         );
         backends
     })
 }
 
-/// One engine per adapter that runs compute shaders, planning with at most
-/// `max_storage_binding_bytes` per binding.
-pub fn gpu_engines(max_storage_binding_bytes: Option<u64>) -> Vec<Engine> {
+/// One engine per adapter that runs compute shaders, created with `options` (whose adapter
+/// choice is replaced).
+pub fn gpu_engines(options: EngineOptions) -> Vec<Engine> {
     let adapters = sigmax::list_adapters();
     let engines: Vec<Engine> = adapters
         .iter()
@@ -38,7 +41,7 @@ pub fn gpu_engines(max_storage_binding_bytes: Option<u64>) -> Vec<Engine> {
         .map(|(index, adapter)| {
             let options = EngineOptions {
                 adapter: AdapterChoice::Index(index),
-                max_storage_binding_bytes,
+                ..options.clone()
             };
             Engine::new(options).unwrap_or_else(|error| {
                 panic!(
