@@ -15,7 +15,7 @@
 // dimension holds at most 65,535 workgroups on most adapters; elements past `len` are skipped.
 
 // Keep in sync with `SIGMOID_ELEMENTS_PER_INVOCATION` in src/planner.rs.
-const ELEMENTS_PER_INVOCATION: u32 = 4u;
+const ELEMENTS_PER_INVOCATION: u32 = 8u;
 
 struct Params {
     // Element offset of the chunk's first element inside the input binding.

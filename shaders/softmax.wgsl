@@ -9,8 +9,9 @@
 //   4  storage, read_write  row_stats (vec2<f32>: row max, row sum), one per row
 //
 // Entry points, chosen by the planner (src/planner.rs):
-//   softmax_small_rows one invocation per row, for short rows: three sweeps over the row in
-//                      registers and cache, with no workgroup reduction and no barrier.
+//   softmax_small_rows one invocation per row, for short rows: the max, then exp stored in
+//                      the output while summing, then the division, all in cache and with no
+//                      workgroup reduction or barrier.
 //   softmax_rows       one workgroup per row, for rows of at most one block. Three sweeps over
 //                      the row: the max, the sum of exp(x - max), then the normalised write.
 //   softmax_partials   long rows, pass 1 of 3: one workgroup per block of `block_len`
@@ -138,13 +139,17 @@ fn softmax_small_rows(
     for (var i = 0u; i < params.cols; i++) {
         row_max = max(row_max, input[in_start + i]);
     }
+    // The second sweep stores each exp in the output, so the third divides instead of
+    // evaluating exp again; the row is in cache by then.
     var sum = vec2(0.0);
     for (var i = 0u; i < params.cols; i++) {
-        sum = add_compensated(sum, exp_difference(input[in_start + i], row_max, params.one), params.one);
+        let e = exp_difference(input[in_start + i], row_max, params.one);
+        output[out_start + i] = e;
+        sum = add_compensated(sum, e, params.one);
     }
     let row_sum = sum.x + sum.y;
     for (var i = 0u; i < params.cols; i++) {
-        output[out_start + i] = exp_difference(input[in_start + i], row_max, params.one) / row_sum;
+        output[out_start + i] = output[out_start + i] / row_sum;
     }
 }
 
