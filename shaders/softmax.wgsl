@@ -24,9 +24,10 @@
 // Long rows thus cost two reads and one write per element, and no invocation loops more than
 // block_len / WG_SIZE times (llvmpipe silently ends loops after 65,535 iterations).
 //
-// Reductions run in workgroup memory as a halving tree over all WG_SIZE lanes, a power of
-// two; lanes without an element hold the identity (F32_LOWEST for the max, 0 for the sum),
-// so odd counts and rows shorter than the workgroup lose nothing.
+// Reductions come from reduce_workgroup.wgsl or reduce_subgroup.wgsl, which the host places
+// before this file as the plan asks; both define `Invocation`, `reduce_max` and `reduce_sum`.
+// Lanes without an element hold the identity (F32_LOWEST for the max, 0 for the sum), so odd
+// counts and rows shorter than the workgroup lose nothing.
 //
 // Grid: the host folds the workgroups into two dimensions (`groups_x` wide); workgroups past
 // `groups` exit. Both values come from the uniform buffer, so the exit is uniform control flow.
@@ -64,40 +65,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> partials: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> row_stats: array<vec2<f32>>;
 
-var<workgroup> scratch_max: array<f32, WG_SIZE>;
-var<workgroup> scratch_sum: array<f32, WG_SIZE>;
-
 fn workgroup_index(workgroup: vec3<u32>) -> u32 {
     return workgroup.y * params.groups_x + workgroup.x;
-}
-
-fn reduce_max(lane: u32, value: f32) -> f32 {
-    scratch_max[lane] = value;
-    workgroupBarrier();
-    for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
-        if lane < stride {
-            scratch_max[lane] = max(scratch_max[lane], scratch_max[lane + stride]);
-        }
-        workgroupBarrier();
-    }
-    let result = scratch_max[0];
-    // Every lane reads the result before any lane reuses the scratch array.
-    workgroupBarrier();
-    return result;
-}
-
-fn reduce_sum(lane: u32, value: f32) -> f32 {
-    scratch_sum[lane] = value;
-    workgroupBarrier();
-    for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
-        if lane < stride {
-            scratch_sum[lane] = scratch_sum[lane] + scratch_sum[lane + stride];
-        }
-        workgroupBarrier();
-    }
-    let result = scratch_sum[0];
-    workgroupBarrier();
-    return result;
 }
 
 // Returns d * exp(m - m_new) for m <= m_new. An empty partial (d = 0) contributes 0 even when
@@ -107,18 +76,19 @@ fn rescale(d: f32, m: f32, m_new: f32) -> f32 {
 }
 
 // Returns (max, sum of exp(x - max)) over input[start .. start + len).
-fn block_stats(lane: u32, start: u32, len: u32) -> vec2<f32> {
+fn block_stats(invocation: Invocation, start: u32, len: u32) -> vec2<f32> {
+    let lane = invocation.index;
     var local_max = F32_LOWEST;
     for (var i = lane; i < len; i += WG_SIZE) {
         local_max = max(local_max, input[start + i]);
     }
-    let block_max = reduce_max(lane, local_max);
+    let block_max = reduce_max(invocation, local_max);
 
     var local_sum = vec2(0.0);
     for (var i = lane; i < len; i += WG_SIZE) {
         local_sum = add_compensated(local_sum, exp_difference(input[start + i], block_max, params.one), params.one);
     }
-    let block_sum = reduce_sum(lane, local_sum.x + local_sum.y);
+    let block_sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
 
     return vec2(block_max, block_sum);
 }
@@ -126,8 +96,9 @@ fn block_stats(lane: u32, start: u32, len: u32) -> vec2<f32> {
 @compute @workgroup_size(WG_SIZE)
 fn softmax_small_rows(
     @builtin(workgroup_id) workgroup: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
+    invocation: Invocation,
 ) {
+    let lane = invocation.index;
     let row = workgroup_index(workgroup) * WG_SIZE + lane;
     if row >= params.rows {
         return;
@@ -156,8 +127,9 @@ fn softmax_small_rows(
 @compute @workgroup_size(WG_SIZE)
 fn softmax_rows(
     @builtin(workgroup_id) workgroup: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
+    invocation: Invocation,
 ) {
+    let lane = invocation.index;
     let row = workgroup_index(workgroup);
     if row >= params.groups {
         return;
@@ -165,7 +137,7 @@ fn softmax_rows(
 
     let in_start = params.in_offset + row * params.cols;
     let out_start = params.out_offset + row * params.cols;
-    let stats = block_stats(lane, in_start, params.cols);
+    let stats = block_stats(invocation, in_start, params.cols);
 
     for (var i = lane; i < params.cols; i += WG_SIZE) {
         output[out_start + i] = exp_difference(input[in_start + i], stats.x, params.one) / stats.y;
@@ -196,15 +168,16 @@ fn locate_block(group: u32) -> Block {
 @compute @workgroup_size(WG_SIZE)
 fn softmax_partials(
     @builtin(workgroup_id) workgroup: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
+    invocation: Invocation,
 ) {
+    let lane = invocation.index;
     let group = workgroup_index(workgroup);
     if group >= params.groups {
         return;
     }
 
     let block = locate_block(group);
-    let stats = block_stats(lane, params.in_offset + block.chunk_offset, block.len);
+    let stats = block_stats(invocation, params.in_offset + block.chunk_offset, block.len);
     if lane == 0u {
         partials[block.row * params.blocks_per_row + block.index] = stats;
     }
@@ -213,8 +186,9 @@ fn softmax_partials(
 @compute @workgroup_size(WG_SIZE)
 fn softmax_merge(
     @builtin(workgroup_id) workgroup: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
+    invocation: Invocation,
 ) {
+    let lane = invocation.index;
     let row = workgroup_index(workgroup);
     if row >= params.groups {
         return;
@@ -231,8 +205,8 @@ fn softmax_merge(
         local_sum = rescale(local_sum, local_max, merged_max) + rescale(partial.y, partial.x, merged_max);
         local_max = merged_max;
     }
-    let row_max = reduce_max(lane, local_max);
-    let row_sum = reduce_sum(lane, rescale(local_sum, local_max, row_max));
+    let row_max = reduce_max(invocation, local_max);
+    let row_sum = reduce_sum(invocation, rescale(local_sum, local_max, row_max), params.one);
 
     if lane == 0u {
         row_stats[row] = vec2(row_max, row_sum);
@@ -242,8 +216,9 @@ fn softmax_merge(
 @compute @workgroup_size(WG_SIZE)
 fn softmax_normalize(
     @builtin(workgroup_id) workgroup: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
+    invocation: Invocation,
 ) {
+    let lane = invocation.index;
     let group = workgroup_index(workgroup);
     if group >= params.groups {
         return;

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::kernels;
 use crate::planner::DeviceCaps;
 use crate::pool::BufferPool;
-use crate::shaders::ShaderFamily;
+use crate::shaders::{Reduction, ShaderFamily};
 
 /// Adapter selection for an [`Engine`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -264,7 +264,7 @@ pub struct Engine {
     device: wgpu::Device,
     queue: wgpu::Queue,
     caps: DeviceCaps,
-    pipelines: Mutex<HashMap<ShaderFamily, FamilyPipelines>>,
+    pipelines: Mutex<HashMap<(ShaderFamily, Reduction), FamilyPipelines>>,
     pub(crate) pool: BufferPool,
     /// Serialises calls on GL devices. wgpu's GL backend panics when a thread waits more than
     /// a second for the GL context that another thread holds, as a long poll does (wgpu 30).
@@ -337,7 +337,7 @@ impl Engine {
     /// Wraps a device that the caller created. Kernels use only the device's limits; the caller
     /// keeps its own uncaptured-error handler.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        let caps = DeviceCaps::new(&device.limits(), info.device_type);
+        let caps = DeviceCaps::new(&device.limits(), device.features(), info.device_type);
         let gl_context =
             (info.backend == wgpu::Backend::Gl).then(|| parking_lot::ReentrantMutex::new(()));
         Engine {
@@ -410,22 +410,34 @@ impl Engine {
         result
     }
 
-    /// Returns the cached pipeline of `entry_point` in `family` with its bind group layout,
-    /// compiling the shader module and the pipeline on first use.
+    /// Returns the cached pipeline of `entry_point` in `family`, built with `reduction`, with
+    /// its bind group layout, compiling the shader module and the pipeline on first use.
     pub(crate) fn pipeline(
         &self,
         family: ShaderFamily,
+        reduction: Reduction,
         entry_point: &'static str,
     ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
+        // Families that do not reduce compile one module whatever the plan's reduction.
+        let reduction = if family.reduces() {
+            reduction
+        } else {
+            Reduction::Workgroup
+        };
         let mut cache = self
             .pipelines
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let pipelines = match cache.entry(family) {
+        let pipelines = match cache.entry((family, reduction)) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let operation = format!("compiling {}", family.file_name());
-                entry.insert(self.scoped(&operation, || Ok(self.compile_family(family)))?)
+                let operation = format!(
+                    "compiling {} with {:?} reductions",
+                    family.file_name(),
+                    reduction
+                );
+                entry
+                    .insert(self.scoped(&operation, || Ok(self.compile_family(family, reduction)))?)
             }
         };
 
@@ -458,12 +470,12 @@ impl Engine {
         ))
     }
 
-    fn compile_family(&self, family: ShaderFamily) -> FamilyPipelines {
+    fn compile_family(&self, family: ShaderFamily, reduction: Reduction) -> FamilyPipelines {
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(family.file_name()),
-                source: wgpu::ShaderSource::Wgsl(family.source().into()),
+                source: wgpu::ShaderSource::Wgsl(family.source(reduction).into()),
             });
         let layout = self
             .device

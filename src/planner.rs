@@ -10,6 +10,7 @@
 use std::ops::Range;
 
 use crate::error::{Error, Result};
+use crate::shaders::Reduction;
 
 /// Invocations per workgroup of every kernel. Keep in sync with `WG_SIZE` in
 /// shaders/common.wgsl.
@@ -87,13 +88,20 @@ pub struct DeviceCaps {
     /// Whether the adapter runs shaders on CPU cores (lavapipe, SwiftShader, WARP), where
     /// workgroup barriers are expensive.
     pub cpu_adapter: bool,
+    /// Whether the device has `Features::SUBGROUP`.
+    pub subgroups: bool,
 }
 
 impl DeviceCaps {
-    /// Reads the caps from a device's limits and its adapter's device type.
-    pub fn new(limits: &wgpu::Limits, device_type: wgpu::DeviceType) -> Self {
+    /// Reads the caps from a device's limits and features and its adapter's device type.
+    pub fn new(
+        limits: &wgpu::Limits,
+        features: wgpu::Features,
+        device_type: wgpu::DeviceType,
+    ) -> Self {
         DeviceCaps {
             cpu_adapter: device_type == wgpu::DeviceType::Cpu,
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
             max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
             max_buffer_bytes: limits.max_buffer_size,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
@@ -188,6 +196,22 @@ pub struct Plan {
     pub chunks: Vec<Chunk>,
     /// The `softmax_merge` dispatch, one workgroup per row, for `Kernel::SoftmaxSplit`.
     pub merge: Option<Grid>,
+    /// How the kernel reduces over a workgroup: with subgroup operations wherever the device
+    /// has them.
+    pub reduction: Reduction,
+}
+
+/// Subgroup reductions where the device has them: two barriers per reduction instead of ten.
+/// On lavapipe (subgroups of 8, Mesa 22.3.6) they measured the same within noise, kernel ms
+/// subgroup against workgroup: [1024, 16384] 147 against 144, [1, 16777216] 137 against 144,
+/// [256, 151936] 332 against 321, because each lane reduces 64 elements first.
+// TODO: measure on hardware GPUs, where barriers cost more than on lavapipe.
+fn reduction(caps: &DeviceCaps) -> Reduction {
+    if caps.subgroups {
+        Reduction::Subgroup
+    } else {
+        Reduction::Workgroup
+    }
 }
 
 /// Plans one launch of `op` over `rows` rows of `cols` elements. Sigmoid ignores the row
@@ -214,6 +238,7 @@ pub fn plan(op: Op, dtype: DType, rows: u64, cols: u64, caps: &DeviceCaps) -> Re
             kernel,
             chunks: Vec::new(),
             merge: None,
+            reduction: reduction(caps),
         });
     }
 
@@ -246,6 +271,7 @@ fn plan_sigmoid(elements: u64, caps: &DeviceCaps) -> Result<Plan> {
         kernel: Kernel::Sigmoid,
         chunks,
         merge: None,
+        reduction: reduction(caps),
     })
 }
 
@@ -281,6 +307,7 @@ fn plan_softmax_rows(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
         kernel,
         chunks,
         merge: None,
+        reduction: reduction(caps),
     })
 }
 
@@ -352,6 +379,7 @@ fn plan_softmax_split(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
         },
         chunks,
         merge: Some(Grid::fold(rows, max)?),
+        reduction: reduction(caps),
     })
 }
 
@@ -393,6 +421,7 @@ mod tests {
             max_workgroups_per_dimension: 65_535,
             storage_offset_alignment: 16,
             cpu_adapter: true,
+            subgroups: true,
         }
     }
 
@@ -587,6 +616,18 @@ mod tests {
         };
         let cols = (BLOCK_LEN * WORKGROUP_SIZE) as u64 * MAX_MERGE_TRIPS as u64 + 1;
         assert!(plan(Op::Softmax, DType::F32, 1, cols, &caps).is_err());
+    }
+
+    #[test]
+    fn reduction_follows_subgroup_feature() {
+        let with = plan(Op::Softmax, DType::F32, 4, 300, &gpu()).unwrap();
+        assert_eq!(with.reduction, Reduction::Subgroup);
+        let caps = DeviceCaps {
+            subgroups: false,
+            ..gpu()
+        };
+        let without = plan(Op::Softmax, DType::F32, 4, 300, &caps).unwrap();
+        assert_eq!(without.reduction, Reduction::Workgroup);
     }
 
     #[test]

@@ -2,19 +2,26 @@
 
 use std::path::Path;
 
-use sigmax::shaders::ShaderFamily;
+use sigmax::shaders::{Reduction, ShaderFamily};
 
-fn validate(family: ShaderFamily) -> naga::Module {
-    let source = family.source();
+/// Parses and validates `family` built with `reduction`, with the capabilities a device with
+/// `Features::SUBGROUP` grants when the reduction uses subgroups.
+fn validate(family: ShaderFamily, reduction: Reduction) -> naga::Module {
+    let source = family.source(reduction);
+    let context = format!("{} with {}", family.file_name(), reduction.file_name());
     let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|error| {
-        panic!("{}: {}", family.file_name(), error.emit_to_string(&source));
+        panic!("{context}: {}", error.emit_to_string(&source));
     });
-    let mut validator = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
-    );
+    let capabilities = match reduction {
+        Reduction::Workgroup => naga::valid::Capabilities::default(),
+        Reduction::Subgroup => naga::valid::Capabilities::SUBGROUP,
+    };
+    let mut validator =
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities);
+    validator.subgroup_stages(naga::valid::ShaderStages::COMPUTE);
+    validator.subgroup_operations(naga::valid::SubgroupOperationSet::all());
     if let Err(error) = validator.validate(&module) {
-        panic!("{}: {}", family.file_name(), error.emit_to_string(&source));
+        panic!("{context}: {}", error.emit_to_string(&source));
     }
     module
 }
@@ -32,7 +39,9 @@ fn common_validates_alone() {
 #[test]
 fn every_family_validates() {
     for family in ShaderFamily::ALL {
-        validate(family);
+        for reduction in Reduction::ALL {
+            validate(family, reduction);
+        }
     }
 }
 
@@ -44,17 +53,20 @@ fn every_shader_file_belongs_to_a_family() {
         let known = name == "common.wgsl"
             || ShaderFamily::ALL
                 .iter()
-                .any(|family| family.file_name() == name);
+                .any(|family| family.file_name() == name)
+            || Reduction::ALL
+                .iter()
+                .any(|reduction| reduction.file_name() == name);
         assert!(
             known,
-            "shaders/{name} is not listed in ShaderFamily::ALL, so no test validates it"
+            "shaders/{name} is not listed in ShaderFamily::ALL or Reduction::ALL, so no test validates it"
         );
     }
 }
 
 /// Returns the value of the u32 constant `name` in `family`'s module.
 fn u32_constant(family: ShaderFamily, name: &str) -> u32 {
-    let module = validate(family);
+    let module = validate(family, Reduction::Workgroup);
     let (_, constant) = module
         .constants
         .iter()

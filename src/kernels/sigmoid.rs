@@ -44,7 +44,8 @@ impl Engine {
         output.check("output", len)?;
 
         self.scoped("recording sigmoid", || {
-            let (pipeline, layout) = self.pipeline(ShaderFamily::Sigmoid, "sigmoid")?;
+            let (pipeline, layout) =
+                self.pipeline(ShaderFamily::Sigmoid, plan.reduction, "sigmoid")?;
             let alignment = self.caps().storage_offset_alignment;
 
             let bindings: Vec<_> = plan

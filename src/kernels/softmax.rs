@@ -6,7 +6,7 @@ use super::{BufferRegion, ParamsBuffer, storage_entry, uniform_entry};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::planner::{self, DType, Grid, Kernel, Op, Plan, STATS_BYTES};
-use crate::shaders::ShaderFamily;
+use crate::shaders::{Reduction, ShaderFamily};
 
 /// Keep in sync with the bindings listed in shaders/softmax.wgsl.
 pub(super) const LAYOUT: [wgpu::BindGroupLayoutEntry; 5] = [
@@ -70,6 +70,13 @@ impl Engine {
                 "the plan covers {covered} elements with {:?}, not softmax of [{rows}, {cols}]",
                 plan.kernel
             )));
+        }
+        let has_subgroups = self.device().features().contains(wgpu::Features::SUBGROUP);
+        if plan.reduction == Reduction::Subgroup && !has_subgroups {
+            return Err(Error::InvalidArgument(
+                "the plan uses subgroup reductions, but the device lacks Features::SUBGROUP"
+                    .to_owned(),
+            ));
         }
         if plan.chunks.is_empty() {
             return Ok(());
@@ -147,7 +154,8 @@ impl Engine {
 
             // Bind group `index` uses params[index]; the merge dispatch, last, binds the first
             // chunk's input and output, which it does not access.
-            let (_, layout) = self.pipeline(ShaderFamily::Softmax, "softmax_rows")?;
+            let (_, layout) =
+                self.pipeline(ShaderFamily::Softmax, plan.reduction, "softmax_rows")?;
             let bind_groups: Vec<wgpu::BindGroup> = (0..params.len())
                 .map(|index| {
                     let ((input, _), (output, _)) = &bindings[index.min(bindings.len() - 1)];
@@ -191,7 +199,8 @@ impl Engine {
                             index: usize,
                             grid: Grid|
              -> Result<()> {
-                let (pipeline, _) = self.pipeline(ShaderFamily::Softmax, entry_point)?;
+                let (pipeline, _) =
+                    self.pipeline(ShaderFamily::Softmax, plan.reduction, entry_point)?;
                 log::debug!("softmax: {entry_point} dispatch {grid:?}");
                 pass.set_pipeline(&pipeline);
                 pass.set_bind_group(0, &bind_groups[index], &[]);

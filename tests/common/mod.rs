@@ -98,9 +98,10 @@ pub fn run_into_nan(
     output
 }
 
-/// Runs softmax on `backend` once per kernel variant the planner can pick on its adapter:
-/// with the engine's own caps, and with the caps of the other adapter kind (CPU cores or GPU),
-/// whose thresholds differ. Returns each result with a label naming backend and kernel.
+/// Runs softmax on `backend` once per kernel variant the planner can pick: with the caps of
+/// an adapter on CPU cores and of a GPU, whose row-length thresholds differ, each with
+/// workgroup reductions and, where the device has them, subgroup reductions. Returns each
+/// result with a label naming backend, kernel and reduction.
 pub fn softmax_each_variant(
     backend: &Backend,
     input: &[f32],
@@ -110,29 +111,35 @@ pub fn softmax_each_variant(
     let Backend::Gpu(engine) = backend else {
         return vec![(backend.name(), backend.softmax(input, rows, cols).unwrap())];
     };
-    [true, false]
-        .into_iter()
-        .map(|cpu_adapter| {
+    let has_subgroups = engine.caps().subgroups;
+    let mut results = Vec::new();
+    for cpu_adapter in [true, false] {
+        for subgroups in [false, true] {
+            if subgroups && !has_subgroups {
+                continue;
+            }
             let caps = DeviceCaps {
                 cpu_adapter,
+                subgroups,
                 ..*engine.caps()
             };
-            let plan =
-                planner::plan(Op::Softmax, DType::F32, rows as u64, cols as u64, &caps).unwrap();
-            let label = format!("{} {:?}", backend.name(), plan.kernel);
+            let (rows, cols) = (rows as u64, cols as u64);
+            let plan = planner::plan(Op::Softmax, DType::F32, rows, cols, &caps).unwrap();
+            let label = format!("{} {:?} {:?}", backend.name(), plan.kernel, plan.reduction);
             let mut output = vec![f32::NAN; input.len()];
             run_on_buffers(
                 engine,
                 Op::Softmax,
                 input,
-                rows,
-                cols,
+                rows as usize,
+                cols as usize,
                 Some(&plan),
                 &mut output,
             );
-            (label, output)
-        })
-        .collect()
+            results.push((label, output));
+        }
+    }
+    results
 }
 
 fn run_on_buffers(

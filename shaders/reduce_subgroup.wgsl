@@ -1,0 +1,54 @@
+// Workgroup reductions with subgroup operations, for adapters with Features::SUBGROUP.
+// The host places this file between common.wgsl and a kernel file that reduces; it defines
+// the same names as reduce_workgroup.wgsl. The `enable subgroups;` directive is left out
+// because naga 30 rejects it; wgpu accepts subgroup built-ins when the device has the feature.
+//
+// Algorithm: subgroupMax or subgroupAdd within each subgroup, one slot per subgroup in
+// workgroup memory, then every lane combines the slots: two barriers per reduction. The
+// subgroup size is read from the built-ins and never assumed; WebGPU allows 4 to 128, so a
+// workgroup of WG_SIZE lanes has at most WG_SIZE / 4 slots to combine.
+
+// The invocation's position in its workgroup and subgroup, taken by every entry point that
+// reduces.
+struct Invocation {
+    @builtin(local_invocation_index) index: u32,
+    @builtin(subgroup_id) subgroup: u32,
+    @builtin(num_subgroups) subgroups: u32,
+    @builtin(subgroup_invocation_id) subgroup_lane: u32,
+}
+
+var<workgroup> scratch_max: array<f32, WG_SIZE>;
+var<workgroup> scratch_sum: array<f32, WG_SIZE>;
+
+// Returns the max of `value` over the workgroup. Call from uniform control flow.
+fn reduce_max(invocation: Invocation, value: f32) -> f32 {
+    let partial = subgroupMax(value);
+    if invocation.subgroup_lane == 0u {
+        scratch_max[invocation.subgroup] = partial;
+    }
+    workgroupBarrier();
+    var result = F32_LOWEST;
+    for (var s = 0u; s < invocation.subgroups; s++) {
+        result = max(result, scratch_max[s]);
+    }
+    // Every lane reads the slots before any lane reuses the scratch array.
+    workgroupBarrier();
+    return result;
+}
+
+// Returns the sum of `value` over the workgroup. Every lane adds the slots in the same order,
+// with a compensated sum (see common.wgsl), so all lanes get the same, accurate result. Call
+// from uniform control flow; `one` is 1.0 from a buffer.
+fn reduce_sum(invocation: Invocation, value: f32, one: f32) -> f32 {
+    let partial = subgroupAdd(value);
+    if invocation.subgroup_lane == 0u {
+        scratch_sum[invocation.subgroup] = partial;
+    }
+    workgroupBarrier();
+    var result = vec2(0.0);
+    for (var s = 0u; s < invocation.subgroups; s++) {
+        result = add_compensated(result, scratch_sum[s], one);
+    }
+    workgroupBarrier();
+    return result.x + result.y;
+}
