@@ -165,24 +165,92 @@ fn softmax_one_long_row() {
     }
 }
 
-#[test]
-fn softmax_rows_longer_than_binding() {
-    // A 2 MiB binding holds fewer elements than one row, so chunks hold parts of rows.
-    let engines = common::gpu_engines(EngineOptions {
+/// Engines whose 2 MiB bindings hold 524,284 elements, fewer than one row of the long-row
+/// tests, so that chunks hold parts of rows.
+fn engines_with_small_bindings() -> Vec<Backend> {
+    let options = EngineOptions {
         max_storage_binding_bytes: Some(2 << 20),
         ..Default::default()
-    });
+    };
+    common::gpu_engines(options)
+        .into_iter()
+        .map(Backend::Gpu)
+        .collect()
+}
+
+/// Runs every split-row variant on `rows` rows of `input` and checks the documented bound and
+/// that every element is written.
+fn check_long_rows(backends: &[Backend], input: &[f32], rows: usize, case: &str) {
+    let cols = input.len() / rows;
+    let expected = cpu::softmax(input, rows, cols).unwrap();
+    let bound = Bound::of(Op::Softmax);
+    for backend in backends {
+        for (label, got) in softmax_each_variant(backend, input, rows, cols) {
+            let context = format!("{label} {case}");
+            assert_all_written(&got, &context);
+            assert_close(&got, &expected, 4e-7, &context);
+            if let Some(index) = bound.first_violation(&got, &expected) {
+                panic!(
+                    "{context}: element {index}: got {:e}, expected {:e}, outside {bound}",
+                    got[index], expected[index]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_rows_longer_than_binding() {
+    let backends = engines_with_small_bindings();
     let (rows, cols) = (3, 1_500_001);
     let mut input = random_values(rows * cols, 4, -20.0, 20.0);
     input[cols - 1] = 30.0;
     input[cols + 600_000] = 30.0;
-    let expected = cpu::softmax(&input, rows, cols).unwrap();
-    for engine in engines {
-        let backend = Backend::Gpu(engine);
-        let got = run_into_nan(&backend, Op::Softmax, &input, rows, cols);
-        assert_all_written(&got, &backend.name());
-        assert_close(&got, &expected, 4e-7, &backend.name());
+    check_long_rows(
+        &backends,
+        &input,
+        rows,
+        "max at the end of row 0 and inside row 1",
+    );
+}
+
+#[test]
+fn softmax_long_row_max_positions() {
+    let backends = engines_with_small_bindings();
+    let cols = 1_500_001;
+    let base = random_values(cols, 8, -20.0, 20.0);
+    let cases = [
+        ("max in the first chunk", vec![3]),
+        ("max in the last chunk", vec![cols - 2]),
+        ("max duplicated across chunks", vec![10, 700_000, cols - 1]),
+    ];
+    for (case, positions) in cases {
+        let mut input = base.clone();
+        for position in positions {
+            input[position] = 25.0;
+        }
+        check_long_rows(&backends, &input, 1, case);
     }
+}
+
+#[test]
+fn softmax_long_row_partials_span_30_orders() {
+    // Logits fall by 69 along the row, so block sums range from about 1 to about 1e-30 and
+    // the merge rescales partials across 30 orders of magnitude.
+    let backends = engines_with_small_bindings();
+    let cols = 1_200_000;
+    let noise = random_values(cols, 9, -0.5, 0.5);
+    let input: Vec<f32> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| -69.0 * i as f32 / cols as f32 + n)
+        .collect();
+    check_long_rows(
+        &backends,
+        &input,
+        1,
+        "partials across 30 orders of magnitude",
+    );
 }
 
 #[test]
