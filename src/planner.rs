@@ -123,7 +123,7 @@ impl DeviceCaps {
 /// The kernel a plan runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// `sigmoid` in shaders/sigmoid.wgsl: one element per invocation.
+    /// `sigmoid` in shaders/sigmoid.wgsl: `SIGMOID_ELEMENTS_PER_INVOCATION` elements per invocation.
     Sigmoid,
     /// `softmax_small_rows` in shaders/softmax.wgsl: one invocation per row of at most
     /// `SMALL_ROW_MAX_COLS_CPU` or `SMALL_ROW_MAX_COLS_GPU`.
@@ -196,8 +196,8 @@ pub struct Plan {
     pub chunks: Vec<Chunk>,
     /// The `softmax_merge` dispatch, one workgroup per row, for `Kernel::SoftmaxSplit`.
     pub merge: Option<Grid>,
-    /// How the kernel reduces over a workgroup: with subgroup operations wherever the device
-    /// has them.
+    /// The workgroup reduction the kernel is built with: subgroup operations wherever the
+    /// device has them.
     pub reduction: Reduction,
 }
 
