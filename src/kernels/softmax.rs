@@ -179,11 +179,17 @@ impl Engine {
                             },
                             wgpu::BindGroupEntry {
                                 binding: 3,
-                                resource: partials.as_entire_binding(),
+                                resource: wgpu::BindingResource::Buffer(scratch_binding(
+                                    &partials,
+                                    partials_bytes,
+                                )),
                             },
                             wgpu::BindGroupEntry {
                                 binding: 4,
-                                resource: row_stats.as_entire_binding(),
+                                resource: wgpu::BindingResource::Buffer(scratch_binding(
+                                    &row_stats,
+                                    stats_bytes,
+                                )),
                             },
                         ],
                     })
@@ -232,5 +238,15 @@ impl Engine {
             }
             Ok(())
         })
+    }
+}
+
+/// Binds the first `bytes` of a pooled scratch buffer, which may be larger than asked for and
+/// so larger than the device's max storage binding.
+fn scratch_binding(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BufferBinding<'_> {
+    wgpu::BufferBinding {
+        buffer,
+        offset: 0,
+        size: std::num::NonZeroU64::new(bytes),
     }
 }
