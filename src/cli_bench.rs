@@ -24,6 +24,9 @@ pub const DEFAULT_CASES: [(Op, &[usize]); 7] = [
 pub fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
     let shape: Result<Vec<usize>, _> = text.split('x').map(|part| part.trim().parse()).collect();
     match shape {
+        Ok(shape) if shape.contains(&0) => Err(format!(
+            "shape `{text}` has no elements; benchmark a shape whose dimensions are all 1 or more"
+        )),
         Ok(shape) if !shape.is_empty() => Ok(shape),
         _ => Err(format!(
             "invalid shape `{text}`: expected dimensions separated by `x`, such as 4096x4096 or 16777216"

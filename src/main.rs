@@ -148,7 +148,11 @@ fn main() -> ExitCode {
 
 fn open_backend(choice: BackendArg, adapter_text: Option<&str>) -> Result<Backend, Failure> {
     let adapter = match (adapter_text, choice) {
-        (Some(text), _) => text.parse().unwrap_or_default(),
+        // A number is an index; any other text, even a backend's name, is part of a name.
+        (Some(text), _) => match text.parse() {
+            Ok(index) => AdapterChoice::Index(index),
+            Err(_) => AdapterChoice::Name(text.to_owned()),
+        },
         (None, BackendArg::Cpu) => return Ok(Backend::Cpu),
         (None, BackendArg::Auto) => AdapterChoice::Auto,
         (None, BackendArg::Vulkan) => AdapterChoice::Vulkan,

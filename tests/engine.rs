@@ -44,6 +44,25 @@ fn launcher_rejects_short_output_buffer() {
 }
 
 #[test]
+fn launcher_rejects_same_buffer() {
+    for engine in common::gpu_engines(Default::default()) {
+        let buffer = engine.upload("logits", &[0.5; 64]).unwrap();
+        let region = BufferRegion::whole(&buffer);
+        let mut encoder = engine.device().create_command_encoder(&Default::default());
+        let result = engine.record_softmax(&mut encoder, region, region, 8, 8);
+        assert!(
+            matches!(result, Err(Error::InvalidArgument(_))),
+            "{result:?}"
+        );
+        let result = engine.record_sigmoid(&mut encoder, region, region, 64);
+        assert!(
+            matches!(result, Err(Error::InvalidArgument(_))),
+            "{result:?}"
+        );
+    }
+}
+
+#[test]
 fn launcher_writes_at_offsets() {
     for engine in common::gpu_engines(Default::default()) {
         let _gl_context = engine.lock_gl_context();

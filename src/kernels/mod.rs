@@ -31,6 +31,22 @@ impl<'a> BufferRegion<'a> {
         BufferRegion { buffer, offset: 0 }
     }
 
+    /// Checks that `input` and `output` each hold `elements` f32, can be bound as storage, and
+    /// lie in different buffers: wgpu rejects a buffer bound both read-only and read-write in
+    /// one dispatch, and only at submit, outside sigmax's error scopes.
+    fn check_pair(input: &Self, output: &Self, elements: u64) -> Result<()> {
+        input.check("input", elements)?;
+        output.check("output", elements)?;
+        if input.buffer == output.buffer {
+            return Err(Error::InvalidArgument(
+                "input and output are the same buffer; sigmax needs separate buffers (in-place \
+                 kernels are not supported yet)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks that the region holds `elements` f32 and can be bound as storage.
     fn check(&self, name: &str, elements: u64) -> Result<()> {
         if !self.offset.is_multiple_of(F32_BYTES) {

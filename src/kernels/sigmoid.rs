@@ -28,7 +28,7 @@ struct Params {
 impl Engine {
     /// Records sigmoid of `len` f32 from `input` into `output` as one compute pass on
     /// `encoder`. Nothing runs until the caller submits the encoder. `input` and `output` must
-    /// not overlap. A zero `len` records nothing.
+    /// be different buffers. A zero `len` records nothing.
     pub fn record_sigmoid(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -40,8 +40,7 @@ impl Engine {
         if plan.chunks.is_empty() {
             return Ok(());
         }
-        input.check("input", len)?;
-        output.check("output", len)?;
+        BufferRegion::check_pair(&input, &output, len)?;
 
         self.scoped("recording sigmoid", || {
             let (pipeline, layout) =

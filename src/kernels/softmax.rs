@@ -39,7 +39,7 @@ struct Params {
 impl Engine {
     /// Records softmax over the last axis of a row-major `[rows, cols]` f32 array from `input`
     /// into `output` as one compute pass on `encoder`. Nothing runs until the caller submits
-    /// the encoder. `input` and `output` must not overlap. A zero-size shape records nothing.
+    /// the encoder. `input` and `output` must be different buffers. A zero-size shape records nothing.
     pub fn record_softmax(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -81,8 +81,7 @@ impl Engine {
         if plan.chunks.is_empty() {
             return Ok(());
         }
-        input.check("input", rows * cols)?;
-        output.check("output", rows * cols)?;
+        BufferRegion::check_pair(&input, &output, rows * cols)?;
 
         self.scoped("recording softmax", || {
             let (block_len, blocks_per_row) = match plan.kernel {
