@@ -31,11 +31,11 @@ pub const MAX_LOOP_TRIPS: u32 = 64;
 pub const BLOCK_LEN: u32 = WORKGROUP_SIZE * MAX_LOOP_TRIPS;
 
 /// Longest row that `softmax_small_rows` (one invocation per row) takes on adapters that run
-/// shaders on CPU cores. Measured on lavapipe (Mesa 22.3.6, 2 cores), kernel ms of the small-row
-/// kernel against one workgroup per row: [1048576, 16] 11.9 against 3556; [1024, 512] 3.0
-/// against 20.6; [512, 8192] 40 against 56; [256, 16384] 55 against 56; [64, 4096] 3.1 against
-/// 3.0. llvmpipe runs each workgroup barrier as a coroutine switch of every invocation, which
-/// costs more than the loss of parallelism inside a row.
+/// shaders on CPU cores. Measured on lavapipe (Mesa 22.3.6, 2 cores), kernel ms of the
+/// small-row kernel against one workgroup per row: [1048576, 2] 14.9 against 18603;
+/// [131072, 16] 11.9 against 3556; [1024, 512] 3.0 against 20.6; [512, 8192] 40 against 56;
+/// [256, 16384] 55 against 56; [64, 4096] 3.1 against 3.0. The workgroup kernel's barriers
+/// cost llvmpipe more than the small-row kernel loses in parallelism inside a row.
 pub const SMALL_ROW_MAX_COLS_CPU: u64 = 8192;
 
 /// Longest row that `softmax_small_rows` takes on GPUs, where neighbouring invocations then
