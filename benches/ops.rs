@@ -52,29 +52,26 @@ impl Case {
     }
 }
 
-/// Returns the sigmoid cases, then the softmax cases, each divided by `shrink`.
+/// Returns the sigmoid cases, then the softmax cases, each divided by `shrink`: the shapes of
+/// `sigmax bench`, from two-class rows to an LLM vocabulary row (151,936 columns).
 fn cases(shrink: usize) -> (Vec<Case>, Vec<Case>) {
-    let sigmoid = vec![Case {
-        op: Op::Sigmoid,
-        rows: 1,
-        cols: (1 << 20) / shrink,
-        split: false,
-    }];
-    // The row case shrinks its row count and keeps rows of 256. The long-row case shrinks its
-    // one row, which stays longer than `planner::BLOCK_LEN` at both sizes.
+    let case = |op, rows, cols, split| Case {
+        op,
+        rows,
+        cols,
+        split,
+    };
+    let sigmoid = vec![case(Op::Sigmoid, 1, (1 << 24) / shrink, false)];
+    // Multi-row cases shrink their row count and keep their row length, so each stays on its
+    // kernel. The one-row case shrinks its row, which stays longer than
+    // `planner::BLOCK_LEN` (16,384) at both sizes.
     let softmax = vec![
-        Case {
-            op: Op::Softmax,
-            rows: 4096 / shrink,
-            cols: 256,
-            split: false,
-        },
-        Case {
-            op: Op::Softmax,
-            rows: 1,
-            cols: (1 << 20) / shrink,
-            split: true,
-        },
+        case(Op::Softmax, 4096 / shrink, 4096, false),
+        case(Op::Softmax, (1 << 20) / shrink, 16, false),
+        case(Op::Softmax, 16_384 / shrink, 1000, false),
+        case(Op::Softmax, 1, (1 << 24) / shrink, true),
+        case(Op::Softmax, 65_536 / shrink, 2, false),
+        case(Op::Softmax, 256 / shrink, 151_936, true),
     ];
     (sigmoid, softmax)
 }
