@@ -1,11 +1,15 @@
-// Sigmoid over a flat array of f32. Each workgroup covers a tile of WG_SIZE * ELEMENTS_PER_INVOCATION
+// Sigmoid over a flat array of f32, by `sigmoid` one f32 at a time or by `sigmoid_vec4` four
+// at a time where both bindings start on a 16-byte boundary; the host runs the few elements
+// after the last full vec4 with `sigmoid`. Each workgroup covers a tile of WG_SIZE * ELEMENTS_PER_INVOCATION
 // consecutive elements; invocation `lane` takes elements lane, lane + WG_SIZE, and so on, so
 // that neighbouring invocations always touch neighbouring elements.
 //
 // Bindings (group 0), keep in sync with `kernels::sigmoid` in src/kernels/sigmoid.rs:
 //   0  uniform              Params
-//   1  storage, read        input  (f32)
-//   2  storage, read_write  output (f32)
+//   1  storage, read        input  (f32, or vec4<f32> as input4)
+//   2  storage, read_write  output (f32, or vec4<f32> as output4)
+// Each entry point uses one view of each binding; WGSL allows the aliases because no entry
+// point uses both.
 //
 // Algorithm: with e = exp(-|x|), which lies in (0, 1], sigmoid(x) = 1 / (1 + e) for x >= 0
 // and e / (1 + e) otherwise. No intermediate can overflow, so every finite x gives a finite
@@ -31,6 +35,13 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(1) var<storage, read> input4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> output4: array<vec4<f32>>;
+
+fn sigmoid_of(x: f32) -> f32 {
+    let e = exp_nonpositive(-abs(x), 0.0);
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn sigmoid(
@@ -41,9 +52,26 @@ fn sigmoid(
     for (var j = 0u; j < ELEMENTS_PER_INVOCATION; j++) {
         let i = tile + j * WG_SIZE + lane;
         if i < params.len {
-            let x = input[params.in_offset + i];
-            let e = exp_nonpositive(-abs(x), 0.0);
-            output[params.out_offset + i] = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+            output[params.out_offset + i] = sigmoid_of(input[params.in_offset + i]);
+        }
+    }
+}
+
+// As `sigmoid`, with `in_offset`, `out_offset` and `len` counted in vec4s. The tile holds as
+// many elements as the scalar kernel's.
+@compute @workgroup_size(WG_SIZE)
+fn sigmoid_vec4(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let vectors_per_invocation = ELEMENTS_PER_INVOCATION / 4u;
+    let tile = (workgroup.y * params.groups_x + workgroup.x) * WG_SIZE * vectors_per_invocation;
+    for (var j = 0u; j < vectors_per_invocation; j++) {
+        let i = tile + j * WG_SIZE + lane;
+        if i < params.len {
+            let x = input4[params.in_offset + i];
+            let y = vec4(sigmoid_of(x.x), sigmoid_of(x.y), sigmoid_of(x.z), sigmoid_of(x.w));
+            output4[params.out_offset + i] = y;
         }
     }
 }

@@ -115,8 +115,9 @@ impl DeviceCaps {
         let usable = self
             .max_storage_binding_bytes
             .saturating_sub(self.storage_offset_alignment);
-        // Element indices inside a binding are u32 in the shaders.
-        (usable / F32_BYTES).min(u32::MAX as u64 / 2)
+        // Element indices inside a binding are u32 in the shaders. A multiple of 4 keeps every
+        // chunk of a 16-byte aligned region aligned for vec4 kernels.
+        (usable / F32_BYTES).min(u32::MAX as u64 / 2) / 4 * 4
     }
 }
 
@@ -383,6 +384,38 @@ fn plan_softmax_split(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
     })
 }
 
+/// The dispatches of the sigmoid kernel over one chunk: `sigmoid_vec4` over the first
+/// `vector_elements`, and `sigmoid` over the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SigmoidDispatches {
+    /// Elements, a multiple of 4, that `sigmoid_vec4` computes.
+    pub vector_elements: u64,
+    /// The `sigmoid_vec4` grid, if `vector_elements` is not zero.
+    pub vector: Option<Grid>,
+    /// The `sigmoid` grid over the remaining elements, if any.
+    pub scalar: Option<Grid>,
+}
+
+/// Splits a sigmoid chunk of `len` elements between the vec4 and scalar kernels. `aligned`
+/// states that the chunk starts on a 16-byte boundary in both bindings; otherwise everything
+/// runs scalar.
+pub fn sigmoid_dispatches(len: u64, aligned: bool, caps: &DeviceCaps) -> Result<SigmoidDispatches> {
+    let tile = (WORKGROUP_SIZE * SIGMOID_ELEMENTS_PER_INVOCATION) as u64;
+    let vector_elements = if aligned { len / 4 * 4 } else { 0 };
+    let scalar_elements = len - vector_elements;
+    let grid = |elements: u64| -> Result<Option<Grid>> {
+        match elements {
+            0 => Ok(None),
+            _ => Grid::fold(elements.div_ceil(tile), caps.max_workgroups_per_dimension).map(Some),
+        }
+    };
+    Ok(SigmoidDispatches {
+        vector_elements,
+        vector: grid(vector_elements)?,
+        scalar: grid(scalar_elements)?,
+    })
+}
+
 /// Splits `rows` rows of `cols` elements into host batches of whole rows, each at most
 /// `HOST_BATCH_BYTES` of input unless one row alone is larger, and never above the device's
 /// max buffer size.
@@ -628,6 +661,24 @@ mod tests {
         };
         let without = plan(Op::Softmax, DType::F32, 4, 300, &caps).unwrap();
         assert_eq!(without.reduction, Reduction::Workgroup);
+    }
+
+    #[test]
+    fn sigmoid_vector_part_and_tail() {
+        let caps = lavapipe();
+        let aligned = sigmoid_dispatches(4_099, true, &caps).unwrap();
+        assert_eq!(aligned.vector_elements, 4_096);
+        assert_eq!(aligned.vector.unwrap().groups, 2);
+        assert_eq!(aligned.scalar.unwrap().groups, 1);
+
+        let exact = sigmoid_dispatches(8, true, &caps).unwrap();
+        assert_eq!(exact.vector_elements, 8);
+        assert!(exact.scalar.is_none());
+
+        let unaligned = sigmoid_dispatches(4_099, false, &caps).unwrap();
+        assert_eq!(unaligned.vector_elements, 0);
+        assert!(unaligned.vector.is_none());
+        assert_eq!(unaligned.scalar.unwrap().groups, 3);
     }
 
     #[test]

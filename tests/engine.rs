@@ -97,6 +97,49 @@ fn launcher_writes_at_offsets() {
 }
 
 #[test]
+fn sigmoid_at_aligned_and_unaligned_offsets() {
+    // 16-byte aligned regions take the vec4 kernel with a scalar tail; others run scalar.
+    let logits: Vec<f32> = (0..1_003).map(|i| (i as f32 - 500.0) * 0.05).collect();
+    let expected = sigmax::cpu::sigmoid(&logits);
+    for engine in common::gpu_engines(Default::default()) {
+        let _gl_context = engine.lock_gl_context();
+        for (input_pad, output_pad) in [(0, 0), (4, 4), (1, 4), (4, 3)] {
+            let mut padded = vec![f32::NAN; input_pad];
+            padded.extend(&logits);
+            let input = engine.upload("input", &padded).unwrap();
+            let output = engine
+                .upload("output", &vec![f32::NAN; output_pad + logits.len()])
+                .unwrap();
+
+            let mut encoder = engine.device().create_command_encoder(&Default::default());
+            let from = BufferRegion {
+                buffer: &input,
+                offset: 4 * input_pad as u64,
+            };
+            let to = BufferRegion {
+                buffer: &output,
+                offset: 4 * output_pad as u64,
+            };
+            engine
+                .record_sigmoid(&mut encoder, from, to, logits.len() as u64)
+                .unwrap();
+            engine.queue().submit([encoder.finish()]);
+
+            let mut got = vec![0.0f32; logits.len()];
+            engine
+                .read_f32(&output, 4 * output_pad as u64, &mut got)
+                .unwrap();
+            let context = format!(
+                "{} pads {input_pad}, {output_pad}",
+                engine.adapter_info().name
+            );
+            common::assert_all_written(&got, &context);
+            common::assert_close(&got, &expected, 1e-7, &context);
+        }
+    }
+}
+
+#[test]
 fn name_choice_matches_substring() {
     let Some(adapter) = sigmax::list_adapters().into_iter().find(|a| a.compute) else {
         return;

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{BufferRegion, ParamsBuffer, storage_entry, uniform_entry};
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::planner::{self, DType, Op};
+use crate::planner::{self, DType, Grid, Op};
 use crate::shaders::ShaderFamily;
 
 /// Keep in sync with the bindings listed in shaders/sigmoid.wgsl.
@@ -43,73 +43,73 @@ impl Engine {
         BufferRegion::check_pair(&input, &output, len)?;
 
         self.scoped("recording sigmoid", || {
-            let (pipeline, layout) =
-                self.pipeline(ShaderFamily::Sigmoid, plan.reduction, "sigmoid")?;
             let alignment = self.caps().storage_offset_alignment;
 
-            let bindings: Vec<_> = plan
-                .chunks
-                .iter()
-                .map(|chunk| {
-                    (
-                        input.bind(&chunk.elements, alignment),
-                        output.bind(&chunk.elements, alignment),
-                    )
-                })
-                .collect();
-            let params: Vec<Params> = plan
-                .chunks
-                .iter()
-                .zip(&bindings)
-                .map(|(chunk, ((_, in_offset), (_, out_offset)))| Params {
-                    in_offset: *in_offset,
-                    out_offset: *out_offset,
-                    len: (chunk.elements.end - chunk.elements.start) as u32,
-                    groups_x: chunk.grid.x,
-                })
-                .collect();
-            let params_buffer = ParamsBuffer::new(self, "sigmoid params", &params);
+            // Each chunk runs the vec4 kernel over its aligned part and the scalar kernel over
+            // the rest; every dispatch has its own parameters and bind group.
+            let mut dispatches: Vec<(&'static str, Params, usize, Grid)> = Vec::new();
+            let mut bindings = Vec::new();
+            for (index, chunk) in plan.chunks.iter().enumerate() {
+                let (input_binding, in_offset) = input.bind(&chunk.elements, alignment);
+                let (output_binding, out_offset) = output.bind(&chunk.elements, alignment);
+                bindings.push((input_binding, output_binding));
 
-            let bind_groups: Vec<_> = bindings
-                .into_iter()
-                .enumerate()
-                .map(|(index, ((input, _), (output, _)))| {
-                    self.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some("sigmoid"),
-                        layout: &layout,
-                        entries: &[
-                            wgpu::BindGroupEntry {
-                                binding: 0,
-                                resource: wgpu::BindingResource::Buffer(
-                                    params_buffer.binding(index),
-                                ),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 1,
-                                resource: wgpu::BindingResource::Buffer(input),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 2,
-                                resource: wgpu::BindingResource::Buffer(output),
-                            },
-                        ],
-                    })
-                })
-                .collect();
+                let len = chunk.elements.end - chunk.elements.start;
+                let aligned = in_offset % 4 == 0 && out_offset % 4 == 0;
+                let split = planner::sigmoid_dispatches(len, aligned, self.caps())?;
+                let vector_elements = split.vector_elements as u32;
+                if let Some(grid) = split.vector {
+                    let params = Params {
+                        in_offset: in_offset / 4,
+                        out_offset: out_offset / 4,
+                        len: vector_elements / 4,
+                        groups_x: grid.x,
+                    };
+                    dispatches.push(("sigmoid_vec4", params, index, grid));
+                }
+                if let Some(grid) = split.scalar {
+                    let params = Params {
+                        in_offset: in_offset + vector_elements,
+                        out_offset: out_offset + vector_elements,
+                        len: len as u32 - vector_elements,
+                        groups_x: grid.x,
+                    };
+                    dispatches.push(("sigmoid", params, index, grid));
+                }
+            }
+            let params: Vec<Params> = dispatches.iter().map(|dispatch| dispatch.1).collect();
+            let params_buffer = ParamsBuffer::new(self, "sigmoid params", &params);
 
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("sigmoid"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&pipeline);
-            for (chunk, bind_group) in plan.chunks.iter().zip(&bind_groups) {
-                log::debug!(
-                    "sigmoid: dispatch {:?} over elements {:?}",
-                    chunk.grid,
-                    chunk.elements
-                );
-                pass.set_bind_group(0, bind_group, &[]);
-                pass.dispatch_workgroups(chunk.grid.x, chunk.grid.y, 1);
+            for (index, (entry_point, _, chunk, grid)) in dispatches.iter().enumerate() {
+                let (pipeline, layout) =
+                    self.pipeline(ShaderFamily::Sigmoid, plan.reduction, entry_point)?;
+                let (input_binding, output_binding) = &bindings[*chunk];
+                let bind_group = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("sigmoid"),
+                    layout: &layout,
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: wgpu::BindingResource::Buffer(params_buffer.binding(index)),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: wgpu::BindingResource::Buffer(input_binding.clone()),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: wgpu::BindingResource::Buffer(output_binding.clone()),
+                        },
+                    ],
+                });
+                log::debug!("sigmoid: {entry_point} dispatch {grid:?} in chunk {chunk}");
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(grid.x, grid.y, 1);
             }
             Ok(())
         })
