@@ -12,6 +12,9 @@
 //   softmax_small_rows one invocation per row, for short rows: the max, then exp stored in
 //                      the output while summing, then the division, all in cache and with no
 //                      workgroup reduction or barrier.
+//   softmax_small_rows_vec4
+//                      the same with vec4 loads and stores, for rows of a multiple of 4
+//                      whose regions start on 16-byte boundaries.
 //   softmax_rows       one workgroup per row, for rows of at most one block. Three sweeps over
 //                      the row: the max, the sum of exp(x - max), then the normalised write.
 //   softmax_partials   long rows, pass 1 of 3: one workgroup per block of `block_len`
@@ -62,6 +65,10 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
+// vec4 views of the same bindings for softmax_small_rows_vec4; WGSL allows the aliases because
+// no entry point uses both views.
+@group(0) @binding(1) var<storage, read> input4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> output4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> partials: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> row_stats: array<vec2<f32>>;
 
@@ -121,6 +128,55 @@ fn softmax_small_rows(
     let row_sum = sum.x + sum.y;
     for (var i = 0u; i < params.cols; i++) {
         output[out_start + i] = output[out_start + i] / row_sum;
+    }
+}
+
+// As softmax_small_rows, with `in_offset` and `out_offset` counted in vec4s. It keeps one
+// compensated sum per vec4 component, so its sums may differ from the scalar kernel's in the
+// last bit.
+@compute @workgroup_size(WG_SIZE)
+fn softmax_small_rows_vec4(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    invocation: Invocation,
+) {
+    let row = workgroup_index(workgroup) * WG_SIZE + invocation.index;
+    if row >= params.rows {
+        return;
+    }
+
+    let vectors = params.cols / 4u;
+    let in_start = params.in_offset + row * vectors;
+    let out_start = params.out_offset + row * vectors;
+    var max4 = vec4(F32_LOWEST);
+    for (var k = 0u; k < vectors; k++) {
+        max4 = max(max4, input4[in_start + k]);
+    }
+    let row_max = max(max(max4.x, max4.y), max(max4.z, max4.w));
+
+    // Four compensated sums, one per vec4 component, merged at the end.
+    var total = vec4(0.0);
+    var error = vec4(0.0);
+    for (var k = 0u; k < vectors; k++) {
+        let x = input4[in_start + k];
+        let e = vec4(
+            exp_difference(x.x, row_max, params.one),
+            exp_difference(x.y, row_max, params.one),
+            exp_difference(x.z, row_max, params.one),
+            exp_difference(x.w, row_max, params.one),
+        );
+        output4[out_start + k] = e;
+        let next = (total + e) * params.one;
+        error += select((e - next) + total, (total - next) + e, abs(total) >= abs(e));
+        total = next;
+    }
+    var sum = vec2(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        sum = add_compensated(sum, total[c], params.one);
+        sum = add_compensated(sum, error[c], params.one);
+    }
+    let row_sum = sum.x + sum.y;
+    for (var k = 0u; k < vectors; k++) {
+        output4[out_start + k] = output4[out_start + k] / row_sum;
     }
 }
 

@@ -416,6 +416,13 @@ pub fn sigmoid_dispatches(len: u64, aligned: bool, caps: &DeviceCaps) -> Result<
     })
 }
 
+/// Whether a softmax launch of `kernel` on rows of `cols` runs its vec4 form. `aligned` states
+/// that every chunk starts on a 16-byte boundary in both bindings; rows then start on one too
+/// when `cols` is a multiple of 4.
+pub fn softmax_uses_vec4(kernel: Kernel, cols: u64, aligned: bool) -> bool {
+    kernel == Kernel::SoftmaxSmallRows && aligned && cols.is_multiple_of(4)
+}
+
 /// Splits `rows` rows of `cols` elements into host batches of whole rows, each at most
 /// `HOST_BATCH_BYTES` of input unless one row alone is larger, and never above the device's
 /// max buffer size.

@@ -121,13 +121,20 @@ impl Engine {
                 })
                 .collect();
 
+            // The vec4 kernel counts offsets in vec4s.
+            let aligned = bindings
+                .iter()
+                .all(|((_, in_offset), (_, out_offset))| in_offset % 4 == 0 && out_offset % 4 == 0);
+            let vec4 = planner::softmax_uses_vec4(plan.kernel, cols, aligned);
+            let offset_unit = if vec4 { 4 } else { 1 };
+
             let mut params: Vec<Params> = plan
                 .chunks
                 .iter()
                 .zip(&bindings)
                 .map(|(chunk, ((_, in_offset), (_, out_offset)))| Params {
-                    in_offset: *in_offset,
-                    out_offset: *out_offset,
+                    in_offset: *in_offset / offset_unit,
+                    out_offset: *out_offset / offset_unit,
                     cols: cols as u32,
                     block_len,
                     blocks_per_row,
@@ -217,7 +224,12 @@ impl Engine {
             match (plan.kernel, plan.merge) {
                 (Kernel::SoftmaxSmallRows, _) => {
                     for (index, chunk) in chunks {
-                        dispatch(&mut pass, "softmax_small_rows", index, chunk.grid)?;
+                        let entry_point = if vec4 {
+                            "softmax_small_rows_vec4"
+                        } else {
+                            "softmax_small_rows"
+                        };
+                        dispatch(&mut pass, entry_point, index, chunk.grid)?;
                     }
                 }
                 (_, None) => {
