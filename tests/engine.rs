@@ -140,6 +140,52 @@ fn sigmoid_at_aligned_and_unaligned_offsets() {
 }
 
 #[test]
+fn softmax_at_aligned_and_unaligned_offsets() {
+    // Rows of 8 in 16-byte aligned regions take the vec4 small-row kernel; others run scalar.
+    let (rows, cols) = (300, 8);
+    let logits: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 37) % 101) as f32 * 0.3 - 15.0)
+        .collect();
+    let expected = sigmax::cpu::softmax(&logits, rows, cols).unwrap();
+    for engine in common::gpu_engines(Default::default()) {
+        let _gl_context = engine.lock_gl_context();
+        for (input_pad, output_pad) in [(0, 0), (4, 8), (1, 0), (0, 3)] {
+            let mut padded = vec![f32::NAN; input_pad];
+            padded.extend(&logits);
+            let input = engine.upload("input", &padded).unwrap();
+            let output = engine
+                .upload("output", &vec![f32::NAN; output_pad + logits.len()])
+                .unwrap();
+
+            let mut encoder = engine.device().create_command_encoder(&Default::default());
+            let from = BufferRegion {
+                buffer: &input,
+                offset: 4 * input_pad as u64,
+            };
+            let to = BufferRegion {
+                buffer: &output,
+                offset: 4 * output_pad as u64,
+            };
+            engine
+                .record_softmax(&mut encoder, from, to, rows as u64, cols as u64)
+                .unwrap();
+            engine.queue().submit([encoder.finish()]);
+
+            let mut got = vec![0.0f32; logits.len()];
+            engine
+                .read_f32(&output, 4 * output_pad as u64, &mut got)
+                .unwrap();
+            let context = format!(
+                "{} pads {input_pad}, {output_pad}",
+                engine.adapter_info().name
+            );
+            common::assert_all_written(&got, &context);
+            common::assert_close(&got, &expected, 4e-7, &context);
+        }
+    }
+}
+
+#[test]
 fn name_choice_matches_substring() {
     let Some(adapter) = sigmax::list_adapters().into_iter().find(|a| a.compute) else {
         return;
