@@ -15,6 +15,8 @@
 //   softmax_small_rows_vec4
 //                      the same with vec4 loads and stores, for rows of a multiple of 4
 //                      whose regions start on 16-byte boundaries.
+//   softmax_partials_vec4, softmax_normalize_vec4
+//                      the split passes with vec4 loads and stores, under the same condition.
 //   softmax_rows       one workgroup per row, for rows of at most one block. Three sweeps over
 //                      the row: the max, the sum of exp(x - max), then the normalised write.
 //   softmax_partials   long rows, pass 1 of 3: one workgroup per block of `block_len`
@@ -157,13 +159,7 @@ fn softmax_small_rows_vec4(
     var total = vec4(0.0);
     var error = vec4(0.0);
     for (var k = 0u; k < vectors; k++) {
-        let x = input4[in_start + k];
-        let e = vec4(
-            exp_difference(x.x, row_max, params.one),
-            exp_difference(x.y, row_max, params.one),
-            exp_difference(x.z, row_max, params.one),
-            exp_difference(x.w, row_max, params.one),
-        );
+        let e = exp_difference4(input4[in_start + k], row_max);
         output4[out_start + k] = e;
         let next = (total + e) * params.one;
         error += select((e - next) + total, (total - next) + e, abs(total) >= abs(e));
@@ -286,5 +282,81 @@ fn softmax_normalize(
     let out_start = params.out_offset + block.chunk_offset;
     for (var i = lane; i < block.len; i += WG_SIZE) {
         output[out_start + i] = exp_difference(input[in_start + i], stats.x, params.one) / stats.y;
+    }
+}
+
+// exp(x - m) of each component of x, with m <= every component.
+fn exp_difference4(x: vec4<f32>, m: f32) -> vec4<f32> {
+    return vec4(
+        exp_difference(x.x, m, params.one),
+        exp_difference(x.y, m, params.one),
+        exp_difference(x.z, m, params.one),
+        exp_difference(x.w, m, params.one),
+    );
+}
+
+// As block_stats, over input4[start .. start + len), counted in vec4s. Each lane keeps one
+// compensated sum per component and merges them before the workgroup reduction.
+fn block_stats4(invocation: Invocation, start: u32, len: u32) -> vec2<f32> {
+    let lane = invocation.index;
+    var max4 = vec4(F32_LOWEST);
+    for (var k = lane; k < len; k += WG_SIZE) {
+        max4 = max(max4, input4[start + k]);
+    }
+    let block_max = reduce_max(invocation, max(max(max4.x, max4.y), max(max4.z, max4.w)));
+
+    var total = vec4(0.0);
+    var error = vec4(0.0);
+    for (var k = lane; k < len; k += WG_SIZE) {
+        let e = exp_difference4(input4[start + k], block_max);
+        let next = (total + e) * params.one;
+        error += select((e - next) + total, (total - next) + e, abs(total) >= abs(e));
+        total = next;
+    }
+    var local_sum = vec2(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        local_sum = add_compensated(local_sum, total[c], params.one);
+        local_sum = add_compensated(local_sum, error[c], params.one);
+    }
+    let block_sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
+
+    return vec2(block_max, block_sum);
+}
+
+// As softmax_partials, with offsets counted in vec4s; rows are a multiple of 4 long.
+@compute @workgroup_size(WG_SIZE)
+fn softmax_partials_vec4(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    invocation: Invocation,
+) {
+    let group = workgroup_index(workgroup);
+    if group >= params.groups {
+        return;
+    }
+
+    let block = locate_block(group);
+    let stats = block_stats4(invocation, params.in_offset + block.chunk_offset / 4u, block.len / 4u);
+    if invocation.index == 0u {
+        partials[block.row * params.blocks_per_row + block.index] = stats;
+    }
+}
+
+// As softmax_normalize, with offsets counted in vec4s; rows are a multiple of 4 long.
+@compute @workgroup_size(WG_SIZE)
+fn softmax_normalize_vec4(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    invocation: Invocation,
+) {
+    let group = workgroup_index(workgroup);
+    if group >= params.groups {
+        return;
+    }
+
+    let block = locate_block(group);
+    let stats = row_stats[block.row];
+    let in_start = params.in_offset + block.chunk_offset / 4u;
+    let out_start = params.out_offset + block.chunk_offset / 4u;
+    for (var k = invocation.index; k < block.len / 4u; k += WG_SIZE) {
+        output4[out_start + k] = exp_difference4(input4[in_start + k], stats.x) / stats.y;
     }
 }

@@ -420,7 +420,11 @@ pub fn sigmoid_dispatches(len: u64, aligned: bool, caps: &DeviceCaps) -> Result<
 /// that every chunk starts on a 16-byte boundary in both bindings; rows then start on one too
 /// when `cols` is a multiple of 4.
 pub fn softmax_uses_vec4(kernel: Kernel, cols: u64, aligned: bool) -> bool {
-    kernel == Kernel::SoftmaxSmallRows && aligned && cols.is_multiple_of(4)
+    let has_vec4_form = matches!(
+        kernel,
+        Kernel::SoftmaxSmallRows | Kernel::SoftmaxSplit { .. }
+    );
+    has_vec4_form && aligned && cols.is_multiple_of(4)
 }
 
 /// Splits `rows` rows of `cols` elements into host batches of whole rows, each at most

@@ -76,7 +76,8 @@ fn softmax_cols_around_thresholds() {
     let block_len = sigmax::planner::BLOCK_LEN as usize;
     let small_cpu = sigmax::planner::SMALL_ROW_MAX_COLS_CPU as usize;
     let small_gpu = sigmax::planner::SMALL_ROW_MAX_COLS_GPU as usize;
-    let mut cols_list = vec![4095, 4096, 4097, 65_537];
+    // 65,536 and BLOCK_LEN + 4 take the vec4 form of the split path; 65,537 the scalar one.
+    let mut cols_list = vec![4095, 4096, 4097, 65_536, 65_537, block_len + 4];
     for threshold in [small_gpu, small_cpu, block_len] {
         cols_list.extend([threshold - 1, threshold, threshold + 1]);
     }

@@ -239,11 +239,21 @@ impl Engine {
                 }
                 (_, Some(merge)) => {
                     for (index, chunk) in chunks.clone() {
-                        dispatch(&mut pass, "softmax_partials", index, chunk.grid)?;
+                        let entry_point = if vec4 {
+                            "softmax_partials_vec4"
+                        } else {
+                            "softmax_partials"
+                        };
+                        dispatch(&mut pass, entry_point, index, chunk.grid)?;
                     }
                     dispatch(&mut pass, "softmax_merge", params.len() - 1, merge)?;
                     for (index, chunk) in chunks {
-                        dispatch(&mut pass, "softmax_normalize", index, chunk.grid)?;
+                        let entry_point = if vec4 {
+                            "softmax_normalize_vec4"
+                        } else {
+                            "softmax_normalize"
+                        };
+                        dispatch(&mut pass, entry_point, index, chunk.grid)?;
                     }
                 }
             }
