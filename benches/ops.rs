@@ -76,21 +76,6 @@ fn cases(shrink: usize) -> (Vec<Case>, Vec<Case>) {
     (sigmoid, softmax)
 }
 
-/// Returns `len` logits uniform in [-20, 20), from a fixed-seed xorshift64 generator so that
-/// every run benches the same data.
-fn logits(len: usize) -> Vec<f32> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        // The top 24 bits fill an f32 mantissa exactly, so `unit` is in [0, 1).
-        let unit = (state >> 40) as f32 / (1u64 << 24) as f32;
-        40.0 * unit - 20.0
-    };
-    (0..len).map(|_| next()).collect()
-}
-
 /// Runs the CPU reference of `case` into `output`.
 fn run_cpu(case: &Case, input: &[f32], output: &mut [f32]) -> sigmax::Result<()> {
     match case.op {
@@ -187,7 +172,7 @@ fn warm_up_and_verify(
 
 /// Benches `case` on the GPU (when `engine` is present) and on the CPU reference in `group`.
 fn bench_case(group: &mut BenchmarkGroup<'_, WallTime>, engine: Option<&Engine>, case: &Case) {
-    let input = logits(case.elements());
+    let input = sigmax::bench::bench_input(case.elements());
     let mut output = vec![0.0f32; case.elements()];
     group.throughput(Throughput::Bytes(
         BYTES_PER_ELEMENT * case.elements() as u64,

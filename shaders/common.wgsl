@@ -72,7 +72,7 @@ fn exp_difference(x: f32, m: f32, one: f32) -> f32 {
     let neg_m = -m;
     let hi = (x + neg_m) * one;
     let m_part = (hi - x) * one;
-    let lo = (x - (hi - m_part)) + (neg_m - m_part);
+    let lo = ((x - (hi - m_part)) * one) + ((neg_m - m_part) * one);
     return exp_nonpositive(hi, lo);
 }
 
@@ -82,6 +82,6 @@ fn exp_difference(x: f32, m: f32, one: f32) -> f32 {
 // n / 2 ULP. `one` is 1.0 from a buffer, as for exp_difference.
 fn add_compensated(sum: vec2<f32>, value: f32, one: f32) -> vec2<f32> {
     let total = (sum.x + value) * one;
-    let error = select((value - total) + sum.x, (sum.x - total) + value, abs(sum.x) >= abs(value));
+    let error = select(((value - total) * one) + sum.x, ((sum.x - total) * one) + value, abs(sum.x) >= abs(value));
     return vec2(total, sum.y + error);
 }

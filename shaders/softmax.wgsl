@@ -162,7 +162,7 @@ fn softmax_small_rows_vec4(
         let e = exp_difference4(input4[in_start + k], row_max);
         output4[out_start + k] = e;
         let next = (total + e) * params.one;
-        error += select((e - next) + total, (total - next) + e, abs(total) >= abs(e));
+        error += select(((e - next) * params.one) + total, ((total - next) * params.one) + e, abs(total) >= abs(e));
         total = next;
     }
     var sum = vec2(0.0);
@@ -310,7 +310,7 @@ fn block_stats4(invocation: Invocation, start: u32, len: u32) -> vec2<f32> {
     for (var k = lane; k < len; k += WG_SIZE) {
         let e = exp_difference4(input4[start + k], block_max);
         let next = (total + e) * params.one;
-        error += select((e - next) + total, (total - next) + e, abs(total) >= abs(e));
+        error += select(((e - next) * params.one) + total, ((total - next) * params.one) + e, abs(total) >= abs(e));
         total = next;
     }
     var local_sum = vec2(0.0);

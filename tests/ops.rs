@@ -313,6 +313,28 @@ fn results_within_documented_bounds() {
 }
 
 #[test]
+fn softmax_within_bound_every_variant() {
+    // Uniform logits over [-20, 20), the benches' input. Where a TwoSum or compensation term
+    // was left unguarded, llvmpipe's reassociation put one element of [4096, 4096] at 5 ULP,
+    // which the absolute checks elsewhere do not see.
+    for (rows, cols) in [(4096, 4096), (8192, 16), (2, 70_000)] {
+        let input = sigmax::bench::bench_input(rows * cols);
+        let expected = cpu::softmax(&input, rows, cols).unwrap();
+        for backend in backends() {
+            for (label, got) in softmax_each_variant(backend, &input, rows, cols) {
+                if let Some(index) = bound.first_violation(&got, &expected) {
+                    let ulp = ulp_distance(got[index], expected[index]);
+                    panic!(
+                        "{label} [{rows}, {cols}]: element {index}: got {:e}, expected {:e}, {ulp} ULP, outside {bound}",
+                        got[index], expected[index]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn zero_size_inputs_return_empty() {
     for backend in backends() {
         for (rows, cols) in [(0, 5), (10, 0)] {
