@@ -317,6 +317,7 @@ fn softmax_within_bound_every_variant() {
     // Uniform logits over [-20, 20), the benches' input. Where a TwoSum or compensation term
     // was left unguarded, llvmpipe's reassociation put one element of [4096, 4096] at 5 ULP,
     // which the absolute checks elsewhere do not see.
+    let bound = Bound::of(Op::Softmax);
     for (rows, cols) in [(4096, 4096), (8192, 16), (2, 70_000)] {
         let input = sigmax::bench::bench_input(rows * cols);
         let expected = cpu::softmax(&input, rows, cols).unwrap();
