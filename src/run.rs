@@ -72,7 +72,8 @@ impl Engine {
             let slice = staging.slice(..bytes);
             let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
             slice.map_async(wgpu::MapMode::Read, move |result| {
-                // The receiver outlives the poll below, so sending cannot fail.
+                // Sending fails only once the receiver is dropped, after an early return, when
+                // the result is no longer wanted.
                 let _ = sender.send(result);
             });
             self.device().poll(wgpu::PollType::wait_indefinitely())?;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use sigmax::{AdapterChoice, BufferRegion, Engine, EngineOptions, Error};
+use sigmax::{AdapterChoice, BufferRegion, Engine, EngineOptions, Error, Op};
 
 #[test]
 fn validation_error_is_returned_not_panicked() {
@@ -96,39 +96,56 @@ fn launcher_writes_at_offsets() {
     }
 }
 
+/// Runs `op` on `logits` read `input_pad` elements into one buffer and written `output_pad`
+/// elements into another, and returns what was written there.
+fn run_at_offsets(
+    engine: &Engine,
+    op: Op,
+    logits: &[f32],
+    cols: usize,
+    input_pad: usize,
+    output_pad: usize,
+) -> Vec<f32> {
+    let _gl_context = engine.lock_gl_context();
+    let mut padded = vec![f32::NAN; input_pad];
+    padded.extend(logits);
+    let input = engine.upload("input", &padded).unwrap();
+    let output = engine
+        .upload("output", &vec![f32::NAN; output_pad + logits.len()])
+        .unwrap();
+
+    let mut encoder = engine.device().create_command_encoder(&Default::default());
+    let from = BufferRegion {
+        buffer: &input,
+        offset: 4 * input_pad as u64,
+    };
+    let to = BufferRegion {
+        buffer: &output,
+        offset: 4 * output_pad as u64,
+    };
+    let rows = (logits.len() / cols) as u64;
+    match op {
+        Op::Sigmoid => engine.record_sigmoid(&mut encoder, from, to, logits.len() as u64),
+        Op::Softmax => engine.record_softmax(&mut encoder, from, to, rows, cols as u64),
+    }
+    .unwrap();
+    engine.queue().submit([encoder.finish()]);
+
+    let mut got = vec![0.0f32; logits.len()];
+    engine
+        .read_f32(&output, 4 * output_pad as u64, &mut got)
+        .unwrap();
+    got
+}
+
 #[test]
 fn sigmoid_at_aligned_and_unaligned_offsets() {
     // 16-byte aligned regions take the vec4 kernel with a scalar tail; others run scalar.
     let logits: Vec<f32> = (0..1_003).map(|i| (i as f32 - 500.0) * 0.05).collect();
     let expected = sigmax::cpu::sigmoid(&logits);
     for engine in common::gpu_engines(Default::default()) {
-        let _gl_context = engine.lock_gl_context();
         for (input_pad, output_pad) in [(0, 0), (4, 4), (1, 4), (4, 3)] {
-            let mut padded = vec![f32::NAN; input_pad];
-            padded.extend(&logits);
-            let input = engine.upload("input", &padded).unwrap();
-            let output = engine
-                .upload("output", &vec![f32::NAN; output_pad + logits.len()])
-                .unwrap();
-
-            let mut encoder = engine.device().create_command_encoder(&Default::default());
-            let from = BufferRegion {
-                buffer: &input,
-                offset: 4 * input_pad as u64,
-            };
-            let to = BufferRegion {
-                buffer: &output,
-                offset: 4 * output_pad as u64,
-            };
-            engine
-                .record_sigmoid(&mut encoder, from, to, logits.len() as u64)
-                .unwrap();
-            engine.queue().submit([encoder.finish()]);
-
-            let mut got = vec![0.0f32; logits.len()];
-            engine
-                .read_f32(&output, 4 * output_pad as u64, &mut got)
-                .unwrap();
+            let got = run_at_offsets(&engine, Op::Sigmoid, &logits, 1, input_pad, output_pad);
             let context = format!(
                 "{} pads {input_pad}, {output_pad}",
                 engine.adapter_info().name
@@ -148,33 +165,8 @@ fn softmax_at_aligned_and_unaligned_offsets() {
         .collect();
     let expected = sigmax::cpu::softmax(&logits, rows, cols).unwrap();
     for engine in common::gpu_engines(Default::default()) {
-        let _gl_context = engine.lock_gl_context();
         for (input_pad, output_pad) in [(0, 0), (4, 8), (1, 0), (0, 3)] {
-            let mut padded = vec![f32::NAN; input_pad];
-            padded.extend(&logits);
-            let input = engine.upload("input", &padded).unwrap();
-            let output = engine
-                .upload("output", &vec![f32::NAN; output_pad + logits.len()])
-                .unwrap();
-
-            let mut encoder = engine.device().create_command_encoder(&Default::default());
-            let from = BufferRegion {
-                buffer: &input,
-                offset: 4 * input_pad as u64,
-            };
-            let to = BufferRegion {
-                buffer: &output,
-                offset: 4 * output_pad as u64,
-            };
-            engine
-                .record_softmax(&mut encoder, from, to, rows as u64, cols as u64)
-                .unwrap();
-            engine.queue().submit([encoder.finish()]);
-
-            let mut got = vec![0.0f32; logits.len()];
-            engine
-                .read_f32(&output, 4 * output_pad as u64, &mut got)
-                .unwrap();
+            let got = run_at_offsets(&engine, Op::Softmax, &logits, cols, input_pad, output_pad);
             let context = format!(
                 "{} pads {input_pad}, {output_pad}",
                 engine.adapter_info().name
