@@ -39,7 +39,7 @@ pub struct Measurement {
     pub copy_gbps: f64,
     /// `gbps / copy_gbps`.
     pub copy_ratio: f64,
-    /// How `kernel_ms` was timed: `timestamp queries`, `device poll` or `host clock`.
+    /// The timer behind `kernel_ms`: `timestamp queries`, `device poll` or `host clock`.
     pub timer: &'static str,
 }
 

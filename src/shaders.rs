@@ -7,7 +7,7 @@
 /// WGSL placed before every kernel family.
 pub const COMMON: &str = include_str!("../shaders/common.wgsl");
 
-/// How kernels reduce over a workgroup.
+/// The way kernels reduce over a workgroup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reduction {
     /// A halving tree in workgroup memory, `shaders/reduce_workgroup.wgsl`; runs everywhere.

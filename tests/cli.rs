@@ -30,6 +30,19 @@ fn cli_backends() -> Vec<&'static str> {
     backends
 }
 
+/// Runs `sigmax OP --input INPUT --output OUTPUT` followed by `extra`.
+fn run_op(op: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        op,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    sigmax(&args)
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -41,17 +54,7 @@ fn softmax_digits_verifies() {
     let expected = read_npy(&data("digits_proba.npy")).unwrap();
     for backend in cli_backends() {
         let input = data("digits_logits.npy");
-        let args = [
-            "softmax",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--backend",
-            backend,
-            "--verify",
-        ];
-        let output = sigmax(&args);
+        let output = run_op("softmax", &input, &out, &["--backend", backend, "--verify"]);
         assert_eq!(
             output.status.code(),
             Some(0),
@@ -76,15 +79,10 @@ fn sigmoid_breast_cancer_verifies() {
     let positive: Vec<f32> = proba.data.chunks(2).map(|row| row[1]).collect();
     for backend in cli_backends() {
         let input = data("bc_logits.npy");
+        // Short flags here, long ones through run_op elsewhere.
+        let (input_text, out_text) = (input.to_str().unwrap(), out.to_str().unwrap());
         let args = [
-            "sigmoid",
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "-b",
-            backend,
-            "--verify",
+            "sigmoid", "-i", input_text, "-o", out_text, "-b", backend, "--verify",
         ];
         let output = sigmax(&args);
         assert_eq!(
@@ -165,15 +163,7 @@ fn bad_files_exit_2_without_output() {
     for (case, input, problem) in cases {
         for op in ["sigmoid", "softmax"] {
             let out = dir.join(format!("{case}-{op}-out.npy"));
-            let output = sigmax(&[
-                op,
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--backend",
-                "cpu",
-            ]);
+            let output = run_op(op, &input, &out, &["--backend", "cpu"]);
             let message = stderr(&output);
             assert_eq!(output.status.code(), Some(2), "{case} {op}: {message}");
             assert!(
@@ -199,15 +189,7 @@ fn missing_output_folder_exits_2() {
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("no/such/folder/out.npy");
     let input = data("bc_logits.npy");
-    let output = sigmax(&[
-        "sigmoid",
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-b",
-        "cpu",
-    ]);
+    let output = run_op("sigmoid", &input, &out, &["-b", "cpu"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("does not exist"),
@@ -225,15 +207,7 @@ fn unavailable_gpu_backend_is_an_error() {
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("out.npy");
     let input = data("bc_logits.npy");
-    let output = sigmax(&[
-        "sigmoid",
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-b",
-        "metal",
-    ]);
+    let output = run_op("sigmoid", &input, &out, &["-b", "metal"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("no GPU adapter found for `metal`"),
@@ -323,18 +297,7 @@ fn adapter_and_backend_conflict() {
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("out.npy");
     let input = data("bc_logits.npy");
-    let args = [
-        "sigmoid",
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-b",
-        "gl",
-        "-a",
-        "0",
-    ];
-    let output = sigmax(&args);
+    let output = run_op("sigmoid", &input, &out, &["-b", "gl", "-a", "0"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("cannot be used with"),
@@ -349,15 +312,7 @@ fn adapter_index_out_of_range_is_an_error() {
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("out.npy");
     let input = data("bc_logits.npy");
-    let output = sigmax(&[
-        "sigmoid",
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-a",
-        "999",
-    ]);
+    let output = run_op("sigmoid", &input, &out, &["-a", "999"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("adapter 999"),

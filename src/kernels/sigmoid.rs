@@ -45,8 +45,8 @@ impl Engine {
         self.scoped("recording sigmoid", || {
             let alignment = self.caps().storage_offset_alignment;
 
-            // Each chunk runs the vec4 kernel over its aligned part and the scalar kernel over
-            // the rest; every dispatch has its own parameters and bind group.
+            // Each chunk runs the vec4 kernel over its aligned part and the scalar kernel over the
+            // rest. Every dispatch gets its own parameters and bind group.
             let mut dispatches: Vec<(&'static str, Params, usize, Grid)> = Vec::new();
             let mut bindings = Vec::new();
             for (index, chunk) in plan.chunks.iter().enumerate() {
