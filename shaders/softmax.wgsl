@@ -5,7 +5,7 @@
 //   0  uniform              Params
 //   1  storage, read        input    (f32)
 //   2  storage, read_write  output   (f32)
-//   3  storage, read_write  partials (vec2<f32>: block max, block sum), one per (row, block)
+//   3  storage, read_write  partials (vec2<f32>: max, sum), `partials_per_block` per block
 //   4  storage, read_write  row_stats (vec2<f32>: row max, row sum), one per row
 //
 // Entry points, chosen by the planner (src/planner.rs):
@@ -15,19 +15,26 @@
 //   softmax_small_rows_vec4
 //                      the same with vec4 loads and stores, for rows of a multiple of 4
 //                      whose regions start on 16-byte boundaries.
-//   softmax_partials_vec4, softmax_normalize_vec4
-//                      the split passes with vec4 loads and stores, under the same condition.
 //   softmax_rows       one workgroup per row, for rows of at most one block. Three sweeps over
 //                      the row: the max, the sum of exp(x - max), then the normalised write.
 //   softmax_partials   long rows, pass 1 of 3: one workgroup per block of `block_len`
 //                      elements writes the block's (max, sum of exp(x - block max)).
+//   softmax_lane_partials
+//                      pass 1 without a workgroup reduction, hence without barriers, for
+//                      adapters where barriers cost more than arithmetic (lavapipe): each
+//                      lane writes the (max, sum) of the elements it visited, so a block has
+//                      WG_SIZE partials (`partials_per_block`).
 //   softmax_merge      pass 2 of 3: one workgroup per row merges the row's partials into the
 //                      row's (max, sum) with the online normaliser of Milakov and Gimelshein,
 //                      "Online normalizer calculation for softmax", 2018 (arXiv:1805.02867):
-//                      d = d_a * exp(m_a - m) + d_b * exp(m_b - m), m = max(m_a, m_b).
+//                      d = sum of d_b * exp(m_b - m) over the partials b, m the max of m_b.
 //   softmax_normalize  pass 3 of 3: one workgroup per block writes exp(x - m) / d.
-// Long rows thus cost two reads and one write per element, and no invocation loops more than
-// block_len / WG_SIZE times (llvmpipe silently ends loops after 65,535 iterations).
+//   softmax_partials_vec4, softmax_lane_partials_vec4, softmax_normalize_vec4
+//                      the split passes with vec4 loads and stores, for rows of a multiple of
+//                      4 whose regions start on 16-byte boundaries.
+// Long rows thus cost two reads and one write per element.
+// No invocation loops more than block_len / WG_SIZE times (llvmpipe silently ends loops
+// after 65,535 iterations).
 //
 // Reductions come from reduce_workgroup.wgsl or reduce_subgroup.wgsl, which the host places
 // before this file as the plan asks; both define `Invocation`, `reduce_max` and `reduce_sum`.
@@ -62,6 +69,8 @@ struct Params {
     one: f32,
     // Rows in the chunk, for softmax_small_rows.
     rows: u32,
+    // Partials per block: 1 from softmax_partials, WG_SIZE from softmax_lane_partials.
+    partials_per_block: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -155,22 +164,13 @@ fn softmax_small_rows_vec4(
     }
     let row_max = max(max(max4.x, max4.y), max(max4.z, max4.w));
 
-    // Four compensated sums, one per vec4 component, merged at the end.
-    var total = vec4(0.0);
-    var error = vec4(0.0);
+    var sum = Sum4(vec4(0.0), vec4(0.0));
     for (var k = 0u; k < vectors; k++) {
         let e = exp_difference4(input4[in_start + k], row_max);
         output4[out_start + k] = e;
-        let next = (total + e) * params.one;
-        error += select(((e - next) * params.one) + total, ((total - next) * params.one) + e, abs(total) >= abs(e));
-        total = next;
+        sum = add_compensated4(sum, e);
     }
-    var sum = vec2(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        sum = add_compensated(sum, total[c], params.one);
-        sum = add_compensated(sum, error[c], params.one);
-    }
-    let row_sum = sum.x + sum.y;
+    let row_sum = total4(sum);
     for (var k = 0u; k < vectors; k++) {
         output4[out_start + k] = output4[out_start + k] / row_sum;
     }
@@ -231,8 +231,63 @@ fn softmax_partials(
     let block = locate_block(group);
     let stats = block_stats(invocation, params.in_offset + block.chunk_offset, block.len);
     if lane == 0u {
-        partials[block.row * params.blocks_per_row + block.index] = stats;
+        partials[first_partial(block)] = stats;
     }
+}
+
+// Index in `partials` of the first partial of a block.
+fn first_partial(block: Block) -> u32 {
+    return (block.row * params.blocks_per_row + block.index) * params.partials_per_block;
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_lane_partials(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let group = workgroup_index(workgroup);
+    if group >= params.groups {
+        return;
+    }
+
+    let block = locate_block(group);
+    let start = params.in_offset + block.chunk_offset;
+    var lane_max = F32_LOWEST;
+    for (var i = lane; i < block.len; i += WG_SIZE) {
+        lane_max = max(lane_max, input[start + i]);
+    }
+    var sum = vec2(0.0);
+    for (var i = lane; i < block.len; i += WG_SIZE) {
+        sum = add_compensated(sum, exp_difference(input[start + i], lane_max, params.one), params.one);
+    }
+    // A lane past the end of a short block writes the empty partial (F32_LOWEST, 0).
+    partials[first_partial(block) + lane] = vec2(lane_max, sum.x + sum.y);
+}
+
+// As softmax_lane_partials, with offsets counted in vec4s; rows are a multiple of 4 long.
+@compute @workgroup_size(WG_SIZE)
+fn softmax_lane_partials_vec4(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let group = workgroup_index(workgroup);
+    if group >= params.groups {
+        return;
+    }
+
+    let block = locate_block(group);
+    let start = params.in_offset + block.chunk_offset / 4u;
+    let len = block.len / 4u;
+    var max4 = vec4(F32_LOWEST);
+    for (var k = lane; k < len; k += WG_SIZE) {
+        max4 = max(max4, input4[start + k]);
+    }
+    let lane_max = max(max(max4.x, max4.y), max(max4.z, max4.w));
+    var sum = Sum4(vec4(0.0), vec4(0.0));
+    for (var k = lane; k < len; k += WG_SIZE) {
+        sum = add_compensated4(sum, exp_difference4(input4[start + k], lane_max));
+    }
+    partials[first_partial(block) + lane] = vec2(lane_max, total4(sum));
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -246,19 +301,21 @@ fn softmax_merge(
         return;
     }
 
-    // Each lane merges a strided subset of the row's partials, then the lanes merge
-    // through workgroup memory: first the max, then the rescaled sums.
-    let first = row * params.blocks_per_row;
+    // The row max over the partials' maxima, then the sum of the partials' sums, each
+    // rescaled to the row max: one exp per partial.
+    let count = params.blocks_per_row * params.partials_per_block;
+    let first = row * count;
     var local_max = F32_LOWEST;
-    var local_sum = 0.0;
-    for (var b = lane; b < params.blocks_per_row; b += WG_SIZE) {
-        let partial = partials[first + b];
-        let merged_max = max(local_max, partial.x);
-        local_sum = rescale(local_sum, local_max, merged_max) + rescale(partial.y, partial.x, merged_max);
-        local_max = merged_max;
+    for (var p = lane; p < count; p += WG_SIZE) {
+        local_max = max(local_max, partials[first + p].x);
     }
     let row_max = reduce_max(invocation, local_max);
-    let row_sum = reduce_sum(invocation, rescale(local_sum, local_max, row_max), params.one);
+    var local_sum = vec2(0.0);
+    for (var p = lane; p < count; p += WG_SIZE) {
+        let partial = partials[first + p];
+        local_sum = add_compensated(local_sum, rescale(partial.y, partial.x, row_max), params.one);
+    }
+    let row_sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
 
     if lane == 0u {
         row_stats[row] = vec2(row_max, row_sum);
@@ -285,6 +342,29 @@ fn softmax_normalize(
     }
 }
 
+// Four compensated sums, one per vec4 component (see add_compensated in common.wgsl):
+// `total` holds the rounded sums and `error` their rounding errors.
+struct Sum4 {
+    total: vec4<f32>,
+    error: vec4<f32>,
+}
+
+fn add_compensated4(sum: Sum4, e: vec4<f32>) -> Sum4 {
+    let next = (sum.total + e) * params.one;
+    let error = select(((e - next) * params.one) + sum.total, ((sum.total - next) * params.one) + e, abs(sum.total) >= abs(e));
+    return Sum4(next, sum.error + error);
+}
+
+// Merges the four component sums into one compensated sum.
+fn total4(sum: Sum4) -> f32 {
+    var merged = vec2(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        merged = add_compensated(merged, sum.total[c], params.one);
+        merged = add_compensated(merged, sum.error[c], params.one);
+    }
+    return merged.x + merged.y;
+}
+
 // exp(x - m) of each component of x, with m <= every component.
 fn exp_difference4(x: vec4<f32>, m: f32) -> vec4<f32> {
     return vec4(
@@ -305,20 +385,11 @@ fn block_stats4(invocation: Invocation, start: u32, len: u32) -> vec2<f32> {
     }
     let block_max = reduce_max(invocation, max(max(max4.x, max4.y), max(max4.z, max4.w)));
 
-    var total = vec4(0.0);
-    var error = vec4(0.0);
+    var sum = Sum4(vec4(0.0), vec4(0.0));
     for (var k = lane; k < len; k += WG_SIZE) {
-        let e = exp_difference4(input4[start + k], block_max);
-        let next = (total + e) * params.one;
-        error += select(((e - next) * params.one) + total, ((total - next) * params.one) + e, abs(total) >= abs(e));
-        total = next;
+        sum = add_compensated4(sum, exp_difference4(input4[start + k], block_max));
     }
-    var local_sum = vec2(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        local_sum = add_compensated(local_sum, total[c], params.one);
-        local_sum = add_compensated(local_sum, error[c], params.one);
-    }
-    let block_sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
+    let block_sum = reduce_sum(invocation, total4(sum), params.one);
 
     return vec2(block_max, block_sum);
 }
@@ -337,7 +408,7 @@ fn softmax_partials_vec4(
     let block = locate_block(group);
     let stats = block_stats4(invocation, params.in_offset + block.chunk_offset / 4u, block.len / 4u);
     if invocation.index == 0u {
-        partials[block.row * params.blocks_per_row + block.index] = stats;
+        partials[first_partial(block)] = stats;
     }
 }
 
@@ -360,3 +431,4 @@ fn softmax_normalize_vec4(
         output4[out_start + k] = exp_difference4(input4[in_start + k], stats.x) / stats.y;
     }
 }
+

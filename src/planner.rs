@@ -43,6 +43,15 @@ pub const SMALL_ROW_MAX_COLS_CPU: u64 = 8192;
 // TODO: unmeasured; no hardware GPU was available to set it.
 pub const SMALL_ROW_MAX_COLS_GPU: u64 = 32;
 
+/// Whether split rows take one partial per lane (`softmax_lane_partials`, no barrier) on
+/// adapters that run shaders on CPU cores, instead of one per workgroup. Measured on lavapipe
+/// (Mesa 22.3.6, 2 cores), kernel ms with lane partials against workgroup partials:
+/// [1, 16777216] 70 to 71 against 80 to 87; [256, 151936] 142 to 146 against 192 to 195.
+/// Two variants that evaluate exp once per element measured no better or lost accuracy:
+/// storing exp(x - lane max) and rescaling it took 64 ms for [1, 16777216] but reached 5 ULP;
+/// five passes (max, stored exp, divide) took 72 to 74.
+pub const LANE_PARTIALS_CPU: bool = true;
+
 /// Most partials one invocation of `softmax_merge` visits, which bounds a row at
 /// `BLOCK_LEN * WORKGROUP_SIZE * MAX_MERGE_TRIPS` (2^34) elements.
 pub const MAX_MERGE_TRIPS: u32 = 4096;
@@ -137,6 +146,10 @@ pub enum Kernel {
         block_len: u32,
         /// Blocks in one row; the last may be short.
         blocks_per_row: u32,
+        /// Whether the row runs the lane passes (`softmax_lane_max` and the rest), one
+        /// partial per lane and no barrier, instead of `softmax_partials`, one partial per
+        /// workgroup.
+        lane_partials: bool,
     },
 }
 
@@ -322,7 +335,15 @@ fn plan_softmax_split(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
             max_blocks_per_row * block_len
         )));
     }
-    let partials_bytes = rows * blocks_per_row * STATS_BYTES;
+    // One partial per lane where barriers are expensive, if the merge and the partials
+    // buffer allow that many.
+    let lane_partials_bytes = rows * blocks_per_row * WORKGROUP_SIZE as u64 * STATS_BYTES;
+    let lane_partials = caps.cpu_adapter
+        && LANE_PARTIALS_CPU
+        && blocks_per_row <= MAX_MERGE_TRIPS as u64
+        && lane_partials_bytes <= caps.max_storage_binding_bytes;
+    let partials_per_block = if lane_partials { WORKGROUP_SIZE } else { 1 };
+    let partials_bytes = rows * blocks_per_row * partials_per_block as u64 * STATS_BYTES;
     if partials_bytes > caps.max_storage_binding_bytes {
         return Err(Error::TooLarge(format!(
             "the partials of {rows} rows of {cols} elements need {partials_bytes} bytes, \
@@ -377,6 +398,7 @@ fn plan_softmax_split(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
         kernel: Kernel::SoftmaxSplit {
             block_len: BLOCK_LEN,
             blocks_per_row: blocks_per_row as u32,
+            lane_partials,
         },
         chunks,
         merge: Some(Grid::fold(rows, max)?),
@@ -599,18 +621,20 @@ mod tests {
 
     #[test]
     fn softmax_splits_rows_past_block_len() {
-        let caps = lavapipe();
         let cols = BLOCK_LEN as u64 + 1;
-        let plan = plan(Op::Softmax, DType::F32, 3, cols, &caps).unwrap();
-        assert_eq!(
-            plan.kernel,
-            Kernel::SoftmaxSplit {
-                block_len: BLOCK_LEN,
-                blocks_per_row: 2
-            }
-        );
-        assert_eq!(plan.chunks[0].grid.groups, 6);
-        assert_eq!(plan.merge.unwrap().groups, 3);
+        for (caps, lane_partials) in [(lavapipe(), true), (gpu(), false)] {
+            let plan = plan(Op::Softmax, DType::F32, 3, cols, &caps).unwrap();
+            assert_eq!(
+                plan.kernel,
+                Kernel::SoftmaxSplit {
+                    block_len: BLOCK_LEN,
+                    blocks_per_row: 2,
+                    lane_partials,
+                }
+            );
+            assert_eq!(plan.chunks[0].grid.groups, 6);
+            assert_eq!(plan.merge.unwrap().groups, 3);
+        }
     }
 
     #[test]
@@ -650,6 +674,26 @@ mod tests {
         assert!(plan.chunks.iter().any(|c| c.first_block > 0));
         assert_covers(&plan, 2 * cols);
         assert_grids_fit(&plan, &caps);
+    }
+
+    fn lane_partials(plan: &Plan) -> bool {
+        match plan.kernel {
+            Kernel::SoftmaxSplit { lane_partials, .. } => lane_partials,
+            kernel => panic!("expected the split kernel, got {kernel:?}"),
+        }
+    }
+
+    #[test]
+    fn softmax_lane_partials_fall_back_to_workgroup_partials() {
+        let caps = lavapipe();
+        let block = BLOCK_LEN as u64;
+        // The merge visits at most MAX_MERGE_TRIPS partials per lane.
+        let longest = block * MAX_MERGE_TRIPS as u64;
+        assert!(lane_partials(&plan(Op::Softmax, DType::F32, 1, longest, &caps).unwrap()));
+        assert!(!lane_partials(&plan(Op::Softmax, DType::F32, 1, longest + 1, &caps).unwrap()));
+        // Lane partials of 2 blocks per row fill a 128 MiB binding at 32,768 rows.
+        assert!(lane_partials(&plan(Op::Softmax, DType::F32, 32_768, block + 1, &caps).unwrap()));
+        assert!(!lane_partials(&plan(Op::Softmax, DType::F32, 32_769, block + 1, &caps).unwrap()));
     }
 
     #[test]

@@ -34,6 +34,8 @@ struct Params {
     /// Always 1.0, an operand that keeps the compiler from reassociating TwoSum.
     one: f32,
     rows: u32,
+    /// 1 if the split passes store exp(x - block max) in the output, else 0.
+    partials_per_block: u32,
 }
 
 impl Engine {
@@ -84,19 +86,25 @@ impl Engine {
         BufferRegion::check_pair(&input, &output, rows * cols)?;
 
         self.scoped("recording softmax", || {
-            let (block_len, blocks_per_row) = match plan.kernel {
+            let (block_len, blocks_per_row, lane_partials) = match plan.kernel {
                 Kernel::SoftmaxSplit {
                     block_len,
                     blocks_per_row,
-                } => (block_len, blocks_per_row),
-                _ => (cols as u32, 1),
+                    lane_partials,
+                } => (block_len, blocks_per_row, lane_partials),
+                _ => (cols as u32, 1, false),
+            };
+            let partials_per_block = if lane_partials {
+                planner::WORKGROUP_SIZE
+            } else {
+                1
             };
 
             // The split kernel's partials and row stats. The row kernel binds small unused
             // buffers instead, because every entry point shares one layout.
             let (partials_bytes, stats_bytes) = match plan.merge {
                 Some(_) => (
-                    rows * blocks_per_row as u64 * STATS_BYTES,
+                    rows * blocks_per_row as u64 * partials_per_block as u64 * STATS_BYTES,
                     rows * STATS_BYTES,
                 ),
                 None => (STATS_BYTES, STATS_BYTES),
@@ -145,11 +153,13 @@ impl Engine {
                     groups_x: chunk.grid.x,
                     one: 1.0,
                     rows: chunk.rows as u32,
+                    partials_per_block,
                 })
                 .collect();
             if let Some(merge) = plan.merge {
                 params.push(Params {
                     blocks_per_row,
+                    partials_per_block,
                     groups: merge.groups,
                     groups_x: merge.x,
                     one: 1.0,
@@ -238,13 +248,14 @@ impl Engine {
                     }
                 }
                 (_, Some(merge)) => {
+                    let partials_entry = match (lane_partials, vec4) {
+                        (true, true) => "softmax_lane_partials_vec4",
+                        (true, false) => "softmax_lane_partials",
+                        (false, true) => "softmax_partials_vec4",
+                        (false, false) => "softmax_partials",
+                    };
                     for (index, chunk) in chunks.clone() {
-                        let entry_point = if vec4 {
-                            "softmax_partials_vec4"
-                        } else {
-                            "softmax_partials"
-                        };
-                        dispatch(&mut pass, entry_point, index, chunk.grid)?;
+                        dispatch(&mut pass, partials_entry, index, chunk.grid)?;
                     }
                     dispatch(&mut pass, "softmax_merge", params.len() - 1, merge)?;
                     for (index, chunk) in chunks {
@@ -271,3 +282,4 @@ fn scratch_binding(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BufferBinding<'_>
         size: std::num::NonZeroU64::new(bytes),
     }
 }
+
