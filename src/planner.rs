@@ -146,9 +146,8 @@ pub enum Kernel {
         block_len: u32,
         /// Blocks in one row; the last may be short.
         blocks_per_row: u32,
-        /// Whether the row runs the lane passes (`softmax_lane_max` and the rest), one
-        /// partial per lane and no barrier, instead of `softmax_partials`, one partial per
-        /// workgroup.
+        /// Whether the first pass is `softmax_lane_partials` (one partial per lane, no
+        /// barrier) instead of `softmax_partials` (one partial per workgroup).
         lane_partials: bool,
     },
 }
@@ -684,7 +683,7 @@ mod tests {
     }
 
     #[test]
-    fn softmax_lane_partials_fall_back_to_workgroup_partials() {
+    fn lane_partials_fall_back() {
         let caps = lavapipe();
         let block = BLOCK_LEN as u64;
         // The merge visits at most MAX_MERGE_TRIPS partials per lane.
