@@ -41,8 +41,8 @@ impl Case {
     /// Returns the benchmark parameter: the element count for sigmoid, `ROWSxCOLS` for softmax.
     fn label(&self) -> String {
         match self.op {
-            Op::Sigmoid => self.elements().to_string(),
-            Op::Softmax => format!("{}x{}", self.rows, self.cols),
+            op if op.is_elementwise() => self.elements().to_string(),
+            _ => format!("{}x{}", self.rows, self.cols),
         }
     }
 
@@ -81,6 +81,7 @@ fn run_cpu(case: &Case, input: &[f32], output: &mut [f32]) -> sigmax::Result<()>
     match case.op {
         Op::Sigmoid => sigmax::cpu::sigmoid_into(input, output),
         Op::Softmax => sigmax::cpu::softmax_into(input, case.rows, case.cols, output),
+        op => panic!("the bench has no case for {}", op.name()),
     }
 }
 
@@ -103,6 +104,7 @@ fn submit_gpu(
         Op::Softmax => {
             engine.record_softmax(&mut encoder, from, to, case.rows as u64, case.cols as u64)?
         }
+        op => panic!("the bench has no case for {}", op.name()),
     }
     engine.queue().submit([encoder.finish()]);
     Ok(())

@@ -17,17 +17,18 @@ struct Invocation {
     @builtin(subgroup_invocation_id) subgroup_lane: u32,
 }
 
-var<workgroup> scratch_max: array<f32, WG_SIZE>;
+var<workgroup> scratch_max: array<u32, WG_SIZE>;
 var<workgroup> scratch_sum: array<f32, WG_SIZE>;
 
-// Returns the max of `value` over the workgroup. Call from uniform control flow.
-fn reduce_max(invocation: Invocation, value: f32) -> f32 {
+// Returns the max of `value` over the workgroup: kernels reduce order keys (common.wgsl), so
+// that one reduction also finds non-finite values. Call from uniform control flow.
+fn reduce_max(invocation: Invocation, value: u32) -> u32 {
     let partial = subgroupMax(value);
     if invocation.subgroup_lane == 0u {
         scratch_max[invocation.subgroup] = partial;
     }
     workgroupBarrier();
-    var result = F32_LOWEST;
+    var result = 0u;
     for (var s = 0u; s < invocation.subgroups; s++) {
         result = max(result, scratch_max[s]);
     }

@@ -10,11 +10,12 @@ struct Invocation {
     @builtin(local_invocation_index) index: u32,
 }
 
-var<workgroup> scratch_max: array<f32, WG_SIZE>;
+var<workgroup> scratch_max: array<u32, WG_SIZE>;
 var<workgroup> scratch_sum: array<f32, WG_SIZE>;
 
-// Returns the max of `value` over the workgroup. Call from uniform control flow.
-fn reduce_max(invocation: Invocation, value: f32) -> f32 {
+// Returns the max of `value` over the workgroup: kernels reduce order keys (common.wgsl), so
+// that one reduction also finds non-finite values. Call from uniform control flow.
+fn reduce_max(invocation: Invocation, value: u32) -> u32 {
     let lane = invocation.index;
     scratch_max[lane] = value;
     workgroupBarrier();

@@ -1,5 +1,7 @@
-// Sigmoid over a flat array of f32, by `sigmoid` one f32 at a time or by `sigmoid_vec4` four
-// at a time where both bindings start on a 16-byte boundary; the host runs the few elements
+// Sigmoid, log-sigmoid or SiLU over a flat array of f32, as the pipeline constant FUNCTION
+// picks (0, 1 or 2; keep in sync with `record_elementwise` in src/kernels/sigmoid.rs), by
+// `sigmoid` one f32 at a time or by `sigmoid_vec4` four at a time where both bindings start
+// on a 16-byte boundary; the host runs the few elements
 // after the last full vec4 with `sigmoid`. Each workgroup covers a tile of WG_SIZE * ELEMENTS_PER_INVOCATION
 // consecutive elements; invocation `lane` takes elements lane, lane + WG_SIZE, and so on, so
 // that neighbouring invocations always touch neighbouring elements.
@@ -14,6 +16,9 @@
 // Algorithm: with e = exp(-|x|), which lies in (0, 1], sigmoid(x) = 1 / (1 + e) for x >= 0
 // and e / (1 + e) otherwise. No intermediate can overflow, so every finite x gives a finite
 // result in [0, 1]; rounding 1 / (1 + e) cannot exceed 1, and e / (1 + e) is never negative.
+// log-sigmoid is min(x, 0) - log1p(e), and SiLU is x * sigmoid(x).
+// Non-finite inputs, as in PyTorch 2: sigmoid(+inf) = 1 and sigmoid(-inf) = 0; log-sigmoid
+// gives 0 and -inf; SiLU gives +inf and NaN (-inf times 0); NaN gives NaN everywhere.
 //
 // Grid: the host folds the workgroups into two dimensions (`groups_x` wide) because a
 // dimension holds at most 65,535 workgroups on most adapters; elements past `len` are skipped.
@@ -38,9 +43,43 @@ struct Params {
 @group(0) @binding(1) var<storage, read> input4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> output4: array<vec4<f32>>;
 
-fn sigmoid_of(x: f32) -> f32 {
+override FUNCTION: u32 = 0u;
+
+// log(1 + t) for t in [0, 1], as 2 atanh(s) with s = t / (2 + t) in [0, 1/3]: the series to
+// s^17 leaves a relative error below 2e-9, and nothing cancels.
+fn log1p_unit(t: f32) -> f32 {
+    let s = t / (2.0 + t);
+    let z = s * s;
+    var series = 1.0 / 17.0;
+    series = series * z + 1.0 / 15.0;
+    series = series * z + 1.0 / 13.0;
+    series = series * z + 1.0 / 11.0;
+    series = series * z + 1.0 / 9.0;
+    series = series * z + 1.0 / 7.0;
+    series = series * z + 1.0 / 5.0;
+    series = series * z + 1.0 / 3.0;
+    return 2.0 * s + 2.0 * s * (series * z);
+}
+
+fn function_of(x: f32) -> f32 {
     let e = exp_nonpositive(-abs(x), 0.0);
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+    let sigmoid = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+    let positive = bitcast<u32>(x) < 0x80000000u;
+    var y = sigmoid;
+    var infinite = select(0.0, 1.0, positive);
+    if FUNCTION == 1u {
+        y = min(x, 0.0) - log1p_unit(e);
+        infinite = select(neg_inf(), 0.0, positive);
+    } else if FUNCTION == 2u {
+        // For x < 0, x * e / (1 + e) with e scaled by 2^64 until the end: where e is
+        // subnormal, the product is not, and e's lost bits would show in it.
+        let parts = exp_parts(-abs(x), 0.0);
+        let e_big = parts.p * pow2(parts.n + 64);
+        let negative = (x * (e_big / (1.0 + e))) * TWO_POW_MINUS_64;
+        y = select(negative, x * sigmoid, positive);
+        infinite = select(nan(), x, positive);
+    }
+    return select(select(infinite, nan(), is_nan(x)), y, is_finite(x));
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -52,7 +91,7 @@ fn sigmoid(
     for (var j = 0u; j < ELEMENTS_PER_INVOCATION; j++) {
         let i = tile + j * WG_SIZE + lane;
         if i < params.len {
-            output[params.out_offset + i] = sigmoid_of(input[params.in_offset + i]);
+            output[params.out_offset + i] = function_of(input[params.in_offset + i]);
         }
     }
 }
@@ -70,7 +109,7 @@ fn sigmoid_vec4(
         let i = tile + j * WG_SIZE + lane;
         if i < params.len {
             let x = input4[params.in_offset + i];
-            let y = vec4(sigmoid_of(x.x), sigmoid_of(x.y), sigmoid_of(x.z), sigmoid_of(x.w));
+            let y = vec4(function_of(x.x), function_of(x.y), function_of(x.z), function_of(x.w));
             output4[params.out_offset + i] = y;
         }
     }

@@ -1,24 +1,34 @@
-// Softmax over the last axis of a row-major [rows, cols] array of f32:
-// p_i = exp(x_i - m) / sum_j exp(x_j - m), with m the row max.
+// Softmax and log-softmax over the last axis of a row-major [rows, cols] array of f32:
+// p_i = exp(z_i - m) / d and log p_i = (z_i - m) - log d, with z = c * x for the scale
+// c = scale / temperature (1 unless SCALED), m the row max of z and d = sum_j exp(z_j - m).
 //
 // Bindings (group 0), keep in sync with `kernels::softmax` in src/kernels/softmax.rs:
 //   0  uniform              Params
-//   1  storage, read        input    (f32)
-//   2  storage, read_write  output   (f32)
-//   3  storage, read_write  partials (vec2<f32>: max, sum), `partials_per_block` per block
-//   4  storage, read_write  row_stats (vec2<f32>: row max, row sum), one per row
+//   1  storage, read        input     (f32)
+//   2  storage, read_write  output    (f32)
+//   3  storage, read_write  partials  (vec2<u32>: max key, sum bits), `partials_per_block` per block
+//   4  storage, read_write  row_stats (vec2<u32>: max key, sum bits), one per row
+//
+// Pipeline constants (overrides), set by the launcher:
+//   LOG_OUTPUT        write log-softmax instead of softmax.
+//   MASKED_ROWS_ZERO  a row whose logits are all -inf gives 0 (log-softmax: -inf), not NaN.
+//   SCALED            multiply the logits by c, given in Params as an unevaluated sum.
+//
+// Non-finite logits, as PyTorch 2 treats them: a -inf logit gives 0 (log-softmax: -inf), and a
+// row holding +inf or NaN gives NaN everywhere. The max is taken over order keys (common.wgsl),
+// so one reduction finds both the max and those rows; every exp argument stays finite.
+// c > 0, so the max of z is c times the max of x, and z_i - m = c * (x_i - max x) is computed
+// as an unevaluated sum from the exact difference, which exp then takes whole: the result does
+// not inherit the rounding of x / T.
 //
 // Entry points, chosen by the planner (src/planner.rs):
 //   softmax_small_rows one invocation per row, for short rows: the max, then exp stored in
 //                      the output while summing, then the division, all in cache and with no
 //                      workgroup reduction or barrier.
-//   softmax_small_rows_vec4
-//                      the same with vec4 loads and stores, for rows of a multiple of 4
-//                      whose regions start on 16-byte boundaries.
 //   softmax_rows       one workgroup per row, for rows of at most one block. Three sweeps over
-//                      the row: the max, the sum of exp(x - max), then the normalised write.
+//                      the row: the max, the sum of exp(z - m), then the normalised write.
 //   softmax_partials   long rows, pass 1 of 3: one workgroup per block of `block_len`
-//                      elements writes the block's (max, sum of exp(x - block max)).
+//                      elements writes the block's (max, sum of exp(z - block max)).
 //   softmax_lane_partials
 //                      pass 1 without a workgroup reduction, hence without barriers, for
 //                      adapters where barriers cost more than arithmetic (lavapipe): each
@@ -28,21 +38,25 @@
 //                      row's (max, sum) with the online normaliser of Milakov and Gimelshein,
 //                      "Online normalizer calculation for softmax", 2018 (arXiv:1805.02867):
 //                      d = sum of d_b * exp(m_b - m) over the partials b, m the max of m_b.
-//   softmax_normalize  pass 3 of 3: one workgroup per block writes exp(x - m) / d.
-//   softmax_partials_vec4, softmax_lane_partials_vec4, softmax_normalize_vec4
-//                      the split passes with vec4 loads and stores, for rows of a multiple of
-//                      4 whose regions start on 16-byte boundaries.
-// Long rows thus cost two reads and one write per element.
-// No invocation loops more than block_len / WG_SIZE times (llvmpipe silently ends loops
-// after 65,535 iterations).
+//   softmax_normalize  pass 3 of 3: one workgroup per block writes the output.
+//   softmax_small_rows_vec4, softmax_partials_vec4, softmax_lane_partials_vec4,
+//   softmax_normalize_vec4
+//                      the same with vec4 loads and stores, for rows of a multiple of 4
+//                      whose regions start on 16-byte boundaries.
+// Long rows thus cost two reads and one write per element. No invocation loops more than
+// block_len / WG_SIZE times (llvmpipe silently ends loops after 65,535 iterations).
 //
 // Reductions come from reduce_workgroup.wgsl or reduce_subgroup.wgsl, which the host places
 // before this file as the plan asks; both define `Invocation`, `reduce_max` and `reduce_sum`.
-// Lanes without an element hold the identity (F32_LOWEST for the max, 0 for the sum), so odd
+// Lanes without an element hold the identity (key 0 for the max, 0 for the sum), so odd
 // counts and rows shorter than the workgroup lose nothing.
 //
 // Grid: the host folds the workgroups into two dimensions (`groups_x` wide); workgroups past
 // `groups` exit. Both values come from the uniform buffer, so the exit is uniform control flow.
+
+override LOG_OUTPUT: bool = false;
+override MASKED_ROWS_ZERO: bool = false;
+override SCALED: bool = false;
 
 struct Params {
     // Element offset of the chunk's first element inside the input binding.
@@ -71,74 +85,168 @@ struct Params {
     rows: u32,
     // Partials per block: 1 from softmax_partials, WG_SIZE from softmax_lane_partials.
     partials_per_block: u32,
+    // The scale c = c1 + c2 + c_lo when SCALED: c1 + c2 is c rounded to f32, split into two
+    // halves of 12 significant bits, and c_lo is the rounding error.
+    c1: f32,
+    c2: f32,
+    c_lo: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
-// vec4 views of the same bindings for softmax_small_rows_vec4; WGSL allows the aliases because
+// vec4 views of the same bindings for the vec4 entry points; WGSL allows the aliases because
 // no entry point uses both views.
 @group(0) @binding(1) var<storage, read> input4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> output4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> partials: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read_write> row_stats: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> partials: array<vec2<u32>>;
+@group(0) @binding(4) var<storage, read_write> row_stats: array<vec2<u32>>;
 
 fn workgroup_index(workgroup: vec3<u32>) -> u32 {
     return workgroup.y * params.groups_x + workgroup.x;
 }
 
-// Returns d * exp(m - m_new) for m <= m_new. An empty partial (d = 0) contributes 0 even when
-// m - m_new is not finite.
-fn rescale(d: f32, m: f32, m_new: f32) -> f32 {
-    return select(d * exp_difference(m, m_new, params.one), 0.0, d == 0.0);
+// ---- Elements ----
+
+// z - m for the logit x and the row's max logit m, as an unevaluated sum (hi, lo).
+fn shifted(x: f32, m: f32) -> vec2<f32> {
+    let d = two_difference(x, m, params.one);
+    if SCALED {
+        return scaled_difference(d, params.c1, params.c2, params.c_lo, params.one);
+    }
+    return d;
 }
 
-// Returns (max, sum of exp(x - max)) over input[start .. start + len).
-fn block_stats(invocation: Invocation, start: u32, len: u32) -> vec2<f32> {
-    let lane = invocation.index;
-    var local_max = F32_LOWEST;
-    for (var i = lane; i < len; i += WG_SIZE) {
-        local_max = max(local_max, input[start + i]);
-    }
-    let block_max = reduce_max(invocation, local_max);
-
-    var local_sum = vec2(0.0);
-    for (var i = lane; i < len; i += WG_SIZE) {
-        local_sum = add_compensated(local_sum, exp_difference(input[start + i], block_max, params.one), params.one);
-    }
-    let block_sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
-
-    return vec2(block_max, block_sum);
+// exp(z - m) for the logit x: 0 for -inf. x is finite or -inf, and m is finite.
+fn exp_term(x: f32, m: f32) -> f32 {
+    let excluded = is_neg_inf(x);
+    let d = shifted(select(x, m, excluded), m);
+    return select(exp_nonpositive(d.x, d.y), 0.0, excluded);
 }
+
+fn exp_term4(x: vec4<f32>, m: f32) -> vec4<f32> {
+    return vec4(exp_term(x.x, m), exp_term(x.y, m), exp_term(x.z, m), exp_term(x.w, m));
+}
+
+// Statistics of a row that hold a finite value and no +inf or NaN.
+struct Row {
+    // The max logit.
+    max: f32,
+    // The sum of exp(z - m), at least 1.
+    sum: f32,
+    // log(sum), when LOG_OUTPUT.
+    log_sum: f32,
+}
+
+fn finite_row(key: u32, sum: f32) -> Row {
+    var log_sum = 0.0;
+    if LOG_OUTPUT {
+        log_sum = log_accurate(sum);
+    }
+    return Row(key_value(key), sum, log_sum);
+}
+
+// The output for the logit x of a finite row. `e` is exp(z - m) when the caller has it, and
+// is ignored for log-softmax.
+fn finish(x: f32, e: f32, row: Row) -> f32 {
+    if LOG_OUTPUT {
+        let excluded = is_neg_inf(x);
+        let d = shifted(select(x, row.max, excluded), row.max);
+        return select((d.x - row.log_sum) + d.y, neg_inf(), excluded);
+    }
+    return e / row.sum;
+}
+
+fn finish4(x: vec4<f32>, e: vec4<f32>, row: Row) -> vec4<f32> {
+    return vec4(finish(x.x, e.x, row), finish(x.y, e.y, row), finish(x.z, e.z, row), finish(x.w, e.w, row));
+}
+
+// The value of every element of a row whose max key is not finite: NaN for a row holding +inf
+// or NaN; for a row of only -inf, NaN, or with MASKED_ROWS_ZERO 0 (log-softmax: -inf).
+fn non_finite_fill(key: u32) -> f32 {
+    let zero_fill = select(0.0, neg_inf(), LOG_OUTPUT);
+    return select(nan(), zero_fill, MASKED_ROWS_ZERO && key <= KEY_NEG_INF);
+}
+
+// ---- Sums ----
+
+// Four compensated sums, one per vec4 component (see add_compensated in common.wgsl):
+// `total` holds the rounded sums and `error` their rounding errors.
+struct Sum4 {
+    total: vec4<f32>,
+    error: vec4<f32>,
+}
+
+fn add_compensated4(sum: Sum4, e: vec4<f32>) -> Sum4 {
+    let next = (sum.total + e) * params.one;
+    let error = select(((e - next) * params.one) + sum.total, ((sum.total - next) * params.one) + e, abs(sum.total) >= abs(e));
+    return Sum4(next, sum.error + error);
+}
+
+// Merges the four component sums into one.
+fn total4(sum: Sum4) -> f32 {
+    var merged = vec2(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        merged = add_compensated(merged, sum.total[c], params.one);
+        merged = add_compensated(merged, sum.error[c], params.one);
+    }
+    return merged.x + merged.y;
+}
+
+// The max that a max key encodes, or 0 when the key is not finite, so that exp arguments
+// stay finite in passes that must run to their reductions either way.
+fn row_max_or_zero(key: u32) -> f32 {
+    return select(0.0, key_value(key), key_is_finite(key));
+}
+
+fn max_key4(keys: vec4<u32>) -> u32 {
+    return max(max(keys.x, keys.y), max(keys.z, keys.w));
+}
+
+// ---- One invocation per row ----
 
 @compute @workgroup_size(WG_SIZE)
 fn softmax_small_rows(
     @builtin(workgroup_id) workgroup: vec3<u32>,
     invocation: Invocation,
 ) {
-    let lane = invocation.index;
-    let row = workgroup_index(workgroup) * WG_SIZE + lane;
+    let row = workgroup_index(workgroup) * WG_SIZE + invocation.index;
     if row >= params.rows {
         return;
     }
 
     let in_start = params.in_offset + row * params.cols;
     let out_start = params.out_offset + row * params.cols;
-    var row_max = F32_LOWEST;
+    var key = 0u;
     for (var i = 0u; i < params.cols; i++) {
-        row_max = max(row_max, input[in_start + i]);
+        key = max(key, order_key(input[in_start + i]));
     }
-    // The second sweep stores each exp in the output, so the third divides instead of
-    // evaluating exp again; the row is in cache by then.
+    if !key_is_finite(key) {
+        let fill = non_finite_fill(key);
+        for (var i = 0u; i < params.cols; i++) {
+            output[out_start + i] = fill;
+        }
+        return;
+    }
+
+    // Softmax stores each exp in the output while summing, so the last sweep divides instead
+    // of evaluating exp again; the row is in cache by then.
+    let m = key_value(key);
     var sum = vec2(0.0);
     for (var i = 0u; i < params.cols; i++) {
-        let e = exp_difference(input[in_start + i], row_max, params.one);
-        output[out_start + i] = e;
+        let e = exp_term(input[in_start + i], m);
+        if !LOG_OUTPUT {
+            output[out_start + i] = e;
+        }
         sum = add_compensated(sum, e, params.one);
     }
-    let row_sum = sum.x + sum.y;
+    let stats = finite_row(key, sum.x + sum.y);
     for (var i = 0u; i < params.cols; i++) {
-        output[out_start + i] = output[out_start + i] / row_sum;
+        var e = 0.0;
+        if !LOG_OUTPUT {
+            e = output[out_start + i];
+        }
+        output[out_start + i] = finish(input[in_start + i], e, stats);
     }
 }
 
@@ -158,21 +266,117 @@ fn softmax_small_rows_vec4(
     let vectors = params.cols / 4u;
     let in_start = params.in_offset + row * vectors;
     let out_start = params.out_offset + row * vectors;
-    var max4 = vec4(F32_LOWEST);
+    var keys = vec4(0u);
     for (var k = 0u; k < vectors; k++) {
-        max4 = max(max4, input4[in_start + k]);
+        keys = max(keys, order_key4(input4[in_start + k]));
     }
-    let row_max = max(max(max4.x, max4.y), max(max4.z, max4.w));
+    let key = max_key4(keys);
+    if !key_is_finite(key) {
+        let fill = vec4(non_finite_fill(key));
+        for (var k = 0u; k < vectors; k++) {
+            output4[out_start + k] = fill;
+        }
+        return;
+    }
 
+    let m = key_value(key);
     var sum = Sum4(vec4(0.0), vec4(0.0));
     for (var k = 0u; k < vectors; k++) {
-        let e = exp_difference4(input4[in_start + k], row_max);
-        output4[out_start + k] = e;
+        let e = exp_term4(input4[in_start + k], m);
+        if !LOG_OUTPUT {
+            output4[out_start + k] = e;
+        }
         sum = add_compensated4(sum, e);
     }
-    let row_sum = total4(sum);
+    let stats = finite_row(key, total4(sum));
     for (var k = 0u; k < vectors; k++) {
-        output4[out_start + k] = output4[out_start + k] / row_sum;
+        var e = vec4(0.0);
+        if !LOG_OUTPUT {
+            e = output4[out_start + k];
+        }
+        output4[out_start + k] = finish4(input4[in_start + k], e, stats);
+    }
+}
+
+// ---- One workgroup per row, and blocks of long rows ----
+
+// Returns (max key, sum of exp(z - max)) over input[start .. start + len); the sum is 0
+// unless the key is finite.
+fn block_stats(invocation: Invocation, start: u32, len: u32) -> vec2<u32> {
+    let lane = invocation.index;
+    var local_key = 0u;
+    for (var i = lane; i < len; i += WG_SIZE) {
+        local_key = max(local_key, order_key(input[start + i]));
+    }
+    let key = reduce_max(invocation, local_key);
+
+    // The sum runs whatever the key, because a reduction must be reached by every lane. When
+    // the key is not finite, m = 0 keeps each exp argument finite, and the sum is dropped.
+    let m = row_max_or_zero(key);
+    var local_sum = vec2(0.0);
+    for (var i = lane; i < len; i += WG_SIZE) {
+        local_sum = add_compensated(local_sum, exp_term(input[start + i], m), params.one);
+    }
+    let sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
+    return vec2(key, bitcast<u32>(select(0.0, sum, key_is_finite(key))));
+}
+
+// As block_stats, over input4[start .. start + len), counted in vec4s.
+fn block_stats4(invocation: Invocation, start: u32, len: u32) -> vec2<u32> {
+    let lane = invocation.index;
+    var keys = vec4(0u);
+    for (var k = lane; k < len; k += WG_SIZE) {
+        keys = max(keys, order_key4(input4[start + k]));
+    }
+    let key = reduce_max(invocation, max_key4(keys));
+
+    let m = row_max_or_zero(key);
+    var sum = Sum4(vec4(0.0), vec4(0.0));
+    for (var k = lane; k < len; k += WG_SIZE) {
+        sum = add_compensated4(sum, exp_term4(input4[start + k], m));
+    }
+    let total = reduce_sum(invocation, total4(sum), params.one);
+    return vec2(key, bitcast<u32>(select(0.0, total, key_is_finite(key))));
+}
+
+// Writes the output of input[in_start .. in_start + len) to output[out_start ..], each lane
+// visiting lane, lane + WG_SIZE, and so on, for a row with max key and sum `stats`.
+fn write_block(lane: u32, in_start: u32, out_start: u32, len: u32, stats: vec2<u32>) {
+    if !key_is_finite(stats.x) {
+        let fill = non_finite_fill(stats.x);
+        for (var i = lane; i < len; i += WG_SIZE) {
+            output[out_start + i] = fill;
+        }
+        return;
+    }
+    let row = finite_row(stats.x, bitcast<f32>(stats.y));
+    for (var i = lane; i < len; i += WG_SIZE) {
+        let x = input[in_start + i];
+        var e = 0.0;
+        if !LOG_OUTPUT {
+            e = exp_term(x, row.max);
+        }
+        output[out_start + i] = finish(x, e, row);
+    }
+}
+
+// As write_block, with offsets and `len` counted in vec4s.
+fn write_block4(lane: u32, in_start: u32, out_start: u32, len: u32, stats: vec2<u32>) {
+    if !key_is_finite(stats.x) {
+        let fill = vec4(non_finite_fill(stats.x));
+        for (var k = lane; k < len; k += WG_SIZE) {
+            output4[out_start + k] = fill;
+        }
+        return;
+    }
+    let row = finite_row(stats.x, bitcast<f32>(stats.y));
+    for (var k = lane; k < len; k += WG_SIZE) {
+        let x = input4[in_start + k];
+        var e = vec4(0.0);
+        if !LOG_OUTPUT {
+            e = exp_term4(x, row.max);
+        }
+        output4[out_start + k] = finish4(x, e, row);
     }
 }
 
@@ -181,7 +385,6 @@ fn softmax_rows(
     @builtin(workgroup_id) workgroup: vec3<u32>,
     invocation: Invocation,
 ) {
-    let lane = invocation.index;
     let row = workgroup_index(workgroup);
     if row >= params.groups {
         return;
@@ -190,10 +393,7 @@ fn softmax_rows(
     let in_start = params.in_offset + row * params.cols;
     let out_start = params.out_offset + row * params.cols;
     let stats = block_stats(invocation, in_start, params.cols);
-
-    for (var i = lane; i < params.cols; i += WG_SIZE) {
-        output[out_start + i] = exp_difference(input[in_start + i], stats.x, params.one) / stats.y;
-    }
+    write_block(invocation.index, in_start, out_start, params.cols, stats);
 }
 
 // Position of one block of a split row inside the chunk.
@@ -217,12 +417,16 @@ fn locate_block(group: u32) -> Block {
     return Block(params.first_row + local_row, index, chunk_offset, len);
 }
 
+// Index in `partials` of the first partial of a block.
+fn first_partial(block: Block) -> u32 {
+    return (block.row * params.blocks_per_row + block.index) * params.partials_per_block;
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn softmax_partials(
     @builtin(workgroup_id) workgroup: vec3<u32>,
     invocation: Invocation,
 ) {
-    let lane = invocation.index;
     let group = workgroup_index(workgroup);
     if group >= params.groups {
         return;
@@ -230,171 +434,11 @@ fn softmax_partials(
 
     let block = locate_block(group);
     let stats = block_stats(invocation, params.in_offset + block.chunk_offset, block.len);
-    if lane == 0u {
+    if invocation.index == 0u {
         partials[first_partial(block)] = stats;
     }
 }
 
-// Index in `partials` of the first partial of a block.
-fn first_partial(block: Block) -> u32 {
-    return (block.row * params.blocks_per_row + block.index) * params.partials_per_block;
-}
-
-@compute @workgroup_size(WG_SIZE)
-fn softmax_lane_partials(
-    @builtin(workgroup_id) workgroup: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
-) {
-    let group = workgroup_index(workgroup);
-    if group >= params.groups {
-        return;
-    }
-
-    let block = locate_block(group);
-    let start = params.in_offset + block.chunk_offset;
-    var lane_max = F32_LOWEST;
-    for (var i = lane; i < block.len; i += WG_SIZE) {
-        lane_max = max(lane_max, input[start + i]);
-    }
-    var sum = vec2(0.0);
-    for (var i = lane; i < block.len; i += WG_SIZE) {
-        sum = add_compensated(sum, exp_difference(input[start + i], lane_max, params.one), params.one);
-    }
-    // A lane past the end of a short block writes the empty partial (F32_LOWEST, 0).
-    partials[first_partial(block) + lane] = vec2(lane_max, sum.x + sum.y);
-}
-
-// As softmax_lane_partials, with offsets counted in vec4s; rows are a multiple of 4 long.
-@compute @workgroup_size(WG_SIZE)
-fn softmax_lane_partials_vec4(
-    @builtin(workgroup_id) workgroup: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
-) {
-    let group = workgroup_index(workgroup);
-    if group >= params.groups {
-        return;
-    }
-
-    let block = locate_block(group);
-    let start = params.in_offset + block.chunk_offset / 4u;
-    let len = block.len / 4u;
-    var max4 = vec4(F32_LOWEST);
-    for (var k = lane; k < len; k += WG_SIZE) {
-        max4 = max(max4, input4[start + k]);
-    }
-    let lane_max = max(max(max4.x, max4.y), max(max4.z, max4.w));
-    var sum = Sum4(vec4(0.0), vec4(0.0));
-    for (var k = lane; k < len; k += WG_SIZE) {
-        sum = add_compensated4(sum, exp_difference4(input4[start + k], lane_max));
-    }
-    partials[first_partial(block) + lane] = vec2(lane_max, total4(sum));
-}
-
-@compute @workgroup_size(WG_SIZE)
-fn softmax_merge(
-    @builtin(workgroup_id) workgroup: vec3<u32>,
-    invocation: Invocation,
-) {
-    let lane = invocation.index;
-    let row = workgroup_index(workgroup);
-    if row >= params.groups {
-        return;
-    }
-
-    // The row max over the partials' maxima, then the sum of the partials' sums, each
-    // rescaled to the row max: one exp per partial.
-    let count = params.blocks_per_row * params.partials_per_block;
-    let first = row * count;
-    var local_max = F32_LOWEST;
-    for (var p = lane; p < count; p += WG_SIZE) {
-        local_max = max(local_max, partials[first + p].x);
-    }
-    let row_max = reduce_max(invocation, local_max);
-    var local_sum = vec2(0.0);
-    for (var p = lane; p < count; p += WG_SIZE) {
-        let partial = partials[first + p];
-        local_sum = add_compensated(local_sum, rescale(partial.y, partial.x, row_max), params.one);
-    }
-    let row_sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
-
-    if lane == 0u {
-        row_stats[row] = vec2(row_max, row_sum);
-    }
-}
-
-@compute @workgroup_size(WG_SIZE)
-fn softmax_normalize(
-    @builtin(workgroup_id) workgroup: vec3<u32>,
-    invocation: Invocation,
-) {
-    let lane = invocation.index;
-    let group = workgroup_index(workgroup);
-    if group >= params.groups {
-        return;
-    }
-
-    let block = locate_block(group);
-    let stats = row_stats[block.row];
-    let in_start = params.in_offset + block.chunk_offset;
-    let out_start = params.out_offset + block.chunk_offset;
-    for (var i = lane; i < block.len; i += WG_SIZE) {
-        output[out_start + i] = exp_difference(input[in_start + i], stats.x, params.one) / stats.y;
-    }
-}
-
-// Four compensated sums, one per vec4 component (see add_compensated in common.wgsl):
-// `total` holds the rounded sums and `error` their rounding errors.
-struct Sum4 {
-    total: vec4<f32>,
-    error: vec4<f32>,
-}
-
-fn add_compensated4(sum: Sum4, e: vec4<f32>) -> Sum4 {
-    let next = (sum.total + e) * params.one;
-    let error = select(((e - next) * params.one) + sum.total, ((sum.total - next) * params.one) + e, abs(sum.total) >= abs(e));
-    return Sum4(next, sum.error + error);
-}
-
-// Merges the four component sums into one compensated sum.
-fn total4(sum: Sum4) -> f32 {
-    var merged = vec2(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        merged = add_compensated(merged, sum.total[c], params.one);
-        merged = add_compensated(merged, sum.error[c], params.one);
-    }
-    return merged.x + merged.y;
-}
-
-// exp(x - m) of each component of x, with m <= every component.
-fn exp_difference4(x: vec4<f32>, m: f32) -> vec4<f32> {
-    return vec4(
-        exp_difference(x.x, m, params.one),
-        exp_difference(x.y, m, params.one),
-        exp_difference(x.z, m, params.one),
-        exp_difference(x.w, m, params.one),
-    );
-}
-
-// As block_stats, over input4[start .. start + len), counted in vec4s. Each lane keeps one
-// compensated sum per component and merges them before the workgroup reduction.
-fn block_stats4(invocation: Invocation, start: u32, len: u32) -> vec2<f32> {
-    let lane = invocation.index;
-    var max4 = vec4(F32_LOWEST);
-    for (var k = lane; k < len; k += WG_SIZE) {
-        max4 = max(max4, input4[start + k]);
-    }
-    let block_max = reduce_max(invocation, max(max(max4.x, max4.y), max(max4.z, max4.w)));
-
-    var sum = Sum4(vec4(0.0), vec4(0.0));
-    for (var k = lane; k < len; k += WG_SIZE) {
-        sum = add_compensated4(sum, exp_difference4(input4[start + k], block_max));
-    }
-    let block_sum = reduce_sum(invocation, total4(sum), params.one);
-
-    return vec2(block_max, block_sum);
-}
-
-// As softmax_partials, with offsets counted in vec4s; rows are a multiple of 4 long.
 @compute @workgroup_size(WG_SIZE)
 fn softmax_partials_vec4(
     @builtin(workgroup_id) workgroup: vec3<u32>,
@@ -412,11 +456,10 @@ fn softmax_partials_vec4(
     }
 }
 
-// As softmax_normalize, with offsets counted in vec4s; rows are a multiple of 4 long.
 @compute @workgroup_size(WG_SIZE)
-fn softmax_normalize_vec4(
+fn softmax_lane_partials(
     @builtin(workgroup_id) workgroup: vec3<u32>,
-    invocation: Invocation,
+    @builtin(local_invocation_index) lane: u32,
 ) {
     let group = workgroup_index(workgroup);
     if group >= params.groups {
@@ -424,11 +467,114 @@ fn softmax_normalize_vec4(
     }
 
     let block = locate_block(group);
-    let stats = row_stats[block.row];
-    let in_start = params.in_offset + block.chunk_offset / 4u;
-    let out_start = params.out_offset + block.chunk_offset / 4u;
-    for (var k = invocation.index; k < block.len / 4u; k += WG_SIZE) {
-        output4[out_start + k] = exp_difference4(input4[in_start + k], stats.x) / stats.y;
+    let start = params.in_offset + block.chunk_offset;
+    var key = 0u;
+    for (var i = lane; i < block.len; i += WG_SIZE) {
+        key = max(key, order_key(input[start + i]));
+    }
+    var sum = vec2(0.0);
+    if key_is_finite(key) {
+        let m = key_value(key);
+        for (var i = lane; i < block.len; i += WG_SIZE) {
+            sum = add_compensated(sum, exp_term(input[start + i], m), params.one);
+        }
+    }
+    // A lane past the end of a short block writes the empty partial (0, 0).
+    partials[first_partial(block) + lane] = vec2(key, bitcast<u32>(sum.x + sum.y));
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_lane_partials_vec4(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let group = workgroup_index(workgroup);
+    if group >= params.groups {
+        return;
+    }
+
+    let block = locate_block(group);
+    let start = params.in_offset + block.chunk_offset / 4u;
+    let len = block.len / 4u;
+    var keys = vec4(0u);
+    for (var k = lane; k < len; k += WG_SIZE) {
+        keys = max(keys, order_key4(input4[start + k]));
+    }
+    let key = max_key4(keys);
+    var sum = Sum4(vec4(0.0), vec4(0.0));
+    if key_is_finite(key) {
+        let m = key_value(key);
+        for (var k = lane; k < len; k += WG_SIZE) {
+            sum = add_compensated4(sum, exp_term4(input4[start + k], m));
+        }
+    }
+    partials[first_partial(block) + lane] = vec2(key, bitcast<u32>(total4(sum)));
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_merge(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    invocation: Invocation,
+) {
+    let lane = invocation.index;
+    let row = workgroup_index(workgroup);
+    if row >= params.groups {
+        return;
+    }
+
+    // The row's max key over the partials' keys, then the sum of the partials' sums, each
+    // rescaled to the row max: one exp per partial. Partials without a finite key add 0.
+    let count = params.blocks_per_row * params.partials_per_block;
+    let first = row * count;
+    var local_key = 0u;
+    for (var p = lane; p < count; p += WG_SIZE) {
+        local_key = max(local_key, partials[first + p].x);
+    }
+    let key = reduce_max(invocation, local_key);
+    let m = row_max_or_zero(key);
+    var local_sum = vec2(0.0);
+    for (var p = lane; p < count; p += WG_SIZE) {
+        let partial = partials[first + p];
+        let finite = key_is_finite(partial.x) && key_is_finite(key);
+        let d = shifted(select(m, key_value(partial.x), finite), m);
+        let term = select(0.0, bitcast<f32>(partial.y) * exp_nonpositive(d.x, d.y), finite);
+        local_sum = add_compensated(local_sum, term, params.one);
+    }
+    let sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
+
+    if lane == 0u {
+        row_stats[row] = vec2(key, bitcast<u32>(sum));
     }
 }
 
+@compute @workgroup_size(WG_SIZE)
+fn softmax_normalize(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let group = workgroup_index(workgroup);
+    if group >= params.groups {
+        return;
+    }
+
+    let block = locate_block(group);
+    let in_start = params.in_offset + block.chunk_offset;
+    let out_start = params.out_offset + block.chunk_offset;
+    write_block(lane, in_start, out_start, block.len, row_stats[block.row]);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_normalize_vec4(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let group = workgroup_index(workgroup);
+    if group >= params.groups {
+        return;
+    }
+
+    let block = locate_block(group);
+    let in_start = params.in_offset + block.chunk_offset / 4u;
+    let out_start = params.out_offset + block.chunk_offset / 4u;
+    write_block4(lane, in_start, out_start, block.len / 4u, row_stats[block.row]);
+}

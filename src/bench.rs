@@ -10,6 +10,7 @@ use crate::cpu;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::kernels::BufferRegion;
+use crate::options::SoftmaxOptions;
 use crate::planner::{F32_BYTES, Op};
 
 /// Bytes of memory traffic per element: one f32 read and one f32 written.
@@ -66,12 +67,20 @@ pub fn bench_input(elements: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Rows and columns of `shape` for `op`: sigmoid sees one flat row.
+/// Rows and columns of `shape` for `op`: elementwise ops see one flat row.
 fn rows_cols(op: Op, shape: &[usize]) -> (usize, usize) {
     let elements = shape.iter().product();
-    match (op, shape.split_last()) {
-        (Op::Sigmoid, _) | (_, None) => (1, elements),
-        (Op::Softmax, Some((&cols, rest))) => (rest.iter().product(), cols),
+    match shape.split_last() {
+        Some((&cols, rest)) if !op.is_elementwise() => (rest.iter().product(), cols),
+        _ => (1, elements),
+    }
+}
+
+/// The softmax options of `op`: log-softmax for `Op::LogSoftmax`.
+fn softmax_options(op: Op) -> SoftmaxOptions {
+    SoftmaxOptions {
+        log: op == Op::LogSoftmax,
+        ..SoftmaxOptions::default()
     }
 }
 
@@ -81,9 +90,13 @@ pub fn measure_cpu(op: Op, shape: &[usize], runs: usize) -> Result<Measurement> 
     let (rows, cols) = rows_cols(op, shape);
     let input = bench_input(rows * cols);
     let mut output = vec![0.0f32; input.len()];
-    let run_op = |output: &mut [f32]| match op {
-        Op::Sigmoid => cpu::sigmoid_into(&input, output),
-        Op::Softmax => cpu::softmax_into(&input, rows, cols, output),
+    let options = softmax_options(op);
+    let run_op = |output: &mut [f32]| {
+        if op.is_elementwise() {
+            cpu::elementwise_into(op, &input, output)
+        } else {
+            cpu::softmax_with_into(&input, rows, cols, &options, output)
+        }
     };
 
     run_op(&mut output)?;
@@ -200,20 +213,25 @@ pub fn measure_gpu(engine: &Engine, op: Op, shape: &[usize], runs: usize) -> Res
     let timer = GpuTimer::new(engine);
     let _gl_context = engine.lock_gl_context();
 
+    let options = softmax_options(op);
     let record_op = |encoder: &mut wgpu::CommandEncoder| {
         let (from, to) = (BufferRegion::whole(&input), BufferRegion::whole(&output));
-        match op {
-            Op::Sigmoid => engine.record_sigmoid(encoder, from, to, elements),
-            Op::Softmax => engine.record_softmax(encoder, from, to, rows as u64, cols as u64),
+        if op.is_elementwise() {
+            engine.record_elementwise(encoder, op, from, to, elements)
+        } else {
+            engine.record_softmax_with(encoder, from, to, rows as u64, cols as u64, &options)
         }
     };
     let record_copy = |encoder: &mut wgpu::CommandEncoder| {
         encoder.copy_buffer_to_buffer(&input, 0, &output, 0, elements * F32_BYTES);
         Ok(())
     };
-    let run_end_to_end = |host_output: &mut [f32]| match op {
-        Op::Sigmoid => engine.sigmoid_into(&host_input, host_output),
-        Op::Softmax => engine.softmax_into(&host_input, rows, cols, host_output),
+    let run_end_to_end = |host_output: &mut [f32]| {
+        if op.is_elementwise() {
+            engine.elementwise_into(op, &host_input, host_output)
+        } else {
+            engine.softmax_with_into(&host_input, rows, cols, &options, host_output)
+        }
     };
 
     timer.time(record_op)?;

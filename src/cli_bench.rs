@@ -51,10 +51,7 @@ struct Record<'a> {
 
 /// Returns the op's name as the CLI and the JSON spell it.
 pub fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Sigmoid => "sigmoid",
-        Op::Softmax => "softmax",
-    }
+    op.name()
 }
 
 /// Measures every case on `gpu` (when there is one) and on the CPU.

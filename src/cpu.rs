@@ -2,6 +2,8 @@
 //! that GPU results are checked against, written for clarity, not speed.
 
 use crate::error::{Error, Result};
+use crate::options::{MaskedRows, SoftmaxOptions};
+use crate::planner::Op;
 
 /// Sigmoid of one value in f64, in the form that cannot overflow.
 fn sigmoid_f64(x: f64) -> f64 {
@@ -13,13 +15,39 @@ fn sigmoid_f64(x: f64) -> f64 {
     }
 }
 
-/// Writes sigmoid(input) into `output`.
-pub fn sigmoid_into(input: &[f32], output: &mut [f32]) -> Result<()> {
+/// log(sigmoid(x)) in f64, in the form that cannot overflow.
+fn log_sigmoid_f64(x: f64) -> f64 {
+    x.min(0.0) - (-x.abs()).exp().ln_1p()
+}
+
+/// x * sigmoid(x) in f64. -inf gives NaN (-inf times 0), as in PyTorch.
+fn silu_f64(x: f64) -> f64 {
+    x * sigmoid_f64(x)
+}
+
+/// Writes the elementwise `op` of `input` into `output`, which has the input's length.
+pub fn elementwise_into(op: Op, input: &[f32], output: &mut [f32]) -> Result<()> {
     check_len("output", output.len(), input.len())?;
+    let function: fn(f64) -> f64 = match op {
+        Op::Sigmoid => sigmoid_f64,
+        Op::LogSigmoid => log_sigmoid_f64,
+        Op::Silu => silu_f64,
+        Op::Softmax | Op::LogSoftmax => {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not elementwise; call softmax_with_into",
+                op.name()
+            )));
+        }
+    };
     for (y, &x) in output.iter_mut().zip(input) {
-        *y = sigmoid_f64(x as f64) as f32;
+        *y = function(x as f64) as f32;
     }
     Ok(())
+}
+
+/// Writes sigmoid(input) into `output`.
+pub fn sigmoid_into(input: &[f32], output: &mut [f32]) -> Result<()> {
+    elementwise_into(Op::Sigmoid, input, output)
 }
 
 /// Returns sigmoid(input).
@@ -32,27 +60,79 @@ pub fn sigmoid(input: &[f32]) -> Vec<f32> {
 
 /// Writes the softmax of each of the `rows` rows of `cols` elements of `input` into `output`.
 pub fn softmax_into(input: &[f32], rows: usize, cols: usize, output: &mut [f32]) -> Result<()> {
+    softmax_with_into(input, rows, cols, &SoftmaxOptions::default(), output)
+}
+
+/// Returns the softmax of each of the `rows` rows of `cols` elements of `input`.
+pub fn softmax(input: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
+    softmax_with(input, rows, cols, &SoftmaxOptions::default())
+}
+
+/// Returns the softmax, or log-softmax, of each row of `input` with `options`.
+pub fn softmax_with(
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+) -> Result<Vec<f32>> {
+    let mut output = vec![0.0; input.len()];
+    softmax_with_into(input, rows, cols, options, &mut output)?;
+    Ok(output)
+}
+
+/// Writes the softmax, or log-softmax, of each row of `input` with `options` into `output`.
+/// The logits are z = scale * x / temperature, formed in f64 from the f32 inputs, so that the
+/// result is the exact one for those inputs, rounded once.
+pub fn softmax_with_into(
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+    output: &mut [f32],
+) -> Result<()> {
+    options.validate()?;
     let elements = shape_elements(rows, cols)?;
     check_len("input", input.len(), elements)?;
     check_len("output", output.len(), elements)?;
     if elements == 0 {
         return Ok(());
     }
+    let factor = options.factor();
     for (x, y) in input.chunks_exact(cols).zip(output.chunks_exact_mut(cols)) {
-        let max = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-        let sum: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
-        for (out, &v) in y.iter_mut().zip(x) {
-            *out = ((v as f64 - max).exp() / sum) as f32;
-        }
+        softmax_row(x, y, factor, options);
     }
     Ok(())
 }
 
-/// Returns the softmax of each of the `rows` rows of `cols` elements of `input`.
-pub fn softmax(input: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-    let mut output = vec![0.0; input.len()];
-    softmax_into(input, rows, cols, &mut output)?;
-    Ok(output)
+fn softmax_row(x: &[f32], y: &mut [f32], factor: f64, options: &SoftmaxOptions) {
+    if x.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
+        y.fill(f32::NAN);
+        return;
+    }
+    let max = x
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    if max == f64::NEG_INFINITY {
+        let fill = match (options.masked_rows, options.log) {
+            (MaskedRows::Nan, _) => f32::NAN,
+            (MaskedRows::Zero, false) => 0.0,
+            (MaskedRows::Zero, true) => f32::NEG_INFINITY,
+        };
+        y.fill(fill);
+        return;
+    }
+    // z - max z for each logit; -inf stays -inf and its exp is 0.
+    let shifted = |v: f32| factor * (v as f64 - max);
+    let sum: f64 = x.iter().map(|&v| shifted(v).exp()).sum();
+    let log_sum = sum.ln();
+    for (out, &v) in y.iter_mut().zip(x) {
+        *out = if options.log {
+            (shifted(v) - log_sum) as f32
+        } else {
+            (shifted(v).exp() / sum) as f32
+        };
+    }
 }
 
 /// Returns rows * cols, or an error when it overflows.

@@ -252,8 +252,11 @@ struct FamilyPipelines {
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
     module: wgpu::ShaderModule,
-    by_entry_point: HashMap<&'static str, wgpu::ComputePipeline>,
+    by_entry_point: HashMap<PipelineKey, wgpu::ComputePipeline>,
 }
+
+/// An entry point with its pipeline constants (WGSL overrides), each value as f64 bits.
+type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
 
 /// A wgpu device with the kernels' pipelines, built once and cached, and a buffer pool.
 ///
@@ -410,13 +413,15 @@ impl Engine {
         result
     }
 
-    /// Returns the cached pipeline of `entry_point` in `family`, built with `reduction`, with
-    /// its bind group layout, compiling the shader module and the pipeline on first use.
+    /// Returns the cached pipeline of `entry_point` in `family`, built with `reduction` and the
+    /// pipeline `constants`, with its bind group layout, compiling the shader module and the
+    /// pipeline on first use.
     pub(crate) fn pipeline(
         &self,
         family: ShaderFamily,
         reduction: Reduction,
         entry_point: &'static str,
+        constants: &[(&'static str, f64)],
     ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
         // Families that do not reduce compile one module whatever the plan's reduction.
         let reduction = if family.reduces() {
@@ -441,9 +446,16 @@ impl Engine {
             }
         };
 
-        if !pipelines.by_entry_point.contains_key(entry_point) {
+        let key: PipelineKey = (
+            entry_point,
+            constants
+                .iter()
+                .map(|&(name, value)| (name, value.to_bits()))
+                .collect(),
+        );
+        if !pipelines.by_entry_point.contains_key(&key) {
             let operation = format!(
-                "creating pipeline `{entry_point}` of {}",
+                "creating pipeline `{entry_point}` of {} with constants {constants:?}",
                 family.file_name()
             );
             let pipeline = self.scoped(&operation, || {
@@ -454,18 +466,21 @@ impl Engine {
                         layout: Some(&pipelines.pipeline_layout),
                         module: &pipelines.module,
                         entry_point: Some(entry_point),
-                        compilation_options: Default::default(),
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants,
+                            ..Default::default()
+                        },
                         cache: None,
                     }))
             })?;
             log::debug!(
-                "compiled pipeline `{entry_point}` of {}",
+                "compiled pipeline `{entry_point}` of {} with constants {constants:?}",
                 family.file_name()
             );
-            pipelines.by_entry_point.insert(entry_point, pipeline);
+            pipelines.by_entry_point.insert(key.clone(), pipeline);
         }
         Ok((
-            pipelines.by_entry_point[entry_point].clone(),
+            pipelines.by_entry_point[&key].clone(),
             pipelines.layout.clone(),
         ))
     }

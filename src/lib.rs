@@ -27,6 +27,7 @@ mod engine;
 mod error;
 pub mod io;
 mod kernels;
+mod options;
 pub mod planner;
 mod pool;
 mod run;
@@ -39,6 +40,7 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use kernels::BufferRegion;
+pub use options::{MaskedRows, SoftmaxOptions};
 pub use planner::Op;
 /// The wgpu version that sigmax is built on, for callers of the launchers.
 pub use wgpu;
@@ -71,26 +73,32 @@ impl Backend {
 
     /// Returns sigmoid(input).
     pub fn sigmoid(&self, input: &[f32]) -> Result<Vec<f32>> {
-        match self {
-            Backend::Cpu => Ok(cpu::sigmoid(input)),
-            Backend::Gpu(engine) => engine.sigmoid(input),
-        }
+        self.elementwise(Op::Sigmoid, input)
     }
 
     /// Writes sigmoid(input) into `output`, which has the input's length.
     pub fn sigmoid_into(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        self.elementwise_into(Op::Sigmoid, input, output)
+    }
+
+    /// Returns the elementwise `op` (sigmoid, log-sigmoid or SiLU) of `input`.
+    pub fn elementwise(&self, op: Op, input: &[f32]) -> Result<Vec<f32>> {
+        let mut output = vec![0.0; input.len()];
+        self.elementwise_into(op, input, &mut output)?;
+        Ok(output)
+    }
+
+    /// Writes the elementwise `op` of `input` into `output`, which has the input's length.
+    pub fn elementwise_into(&self, op: Op, input: &[f32], output: &mut [f32]) -> Result<()> {
         match self {
-            Backend::Cpu => cpu::sigmoid_into(input, output),
-            Backend::Gpu(engine) => engine.sigmoid_into(input, output),
+            Backend::Cpu => cpu::elementwise_into(op, input, output),
+            Backend::Gpu(engine) => engine.elementwise_into(op, input, output),
         }
     }
 
     /// Returns the softmax of each of the `rows` rows of `cols` elements of `input`.
     pub fn softmax(&self, input: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        match self {
-            Backend::Cpu => cpu::softmax(input, rows, cols),
-            Backend::Gpu(engine) => engine.softmax(input, rows, cols),
-        }
+        self.softmax_with(input, rows, cols, &SoftmaxOptions::default())
     }
 
     /// Writes the softmax of each row of `input` into `output`, which has the input's length.
@@ -101,9 +109,35 @@ impl Backend {
         cols: usize,
         output: &mut [f32],
     ) -> Result<()> {
+        self.softmax_with_into(input, rows, cols, &SoftmaxOptions::default(), output)
+    }
+
+    /// Returns the softmax, or log-softmax, of each row of `input` with `options`.
+    pub fn softmax_with(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+    ) -> Result<Vec<f32>> {
+        let mut output = vec![0.0; input.len()];
+        self.softmax_with_into(input, rows, cols, options, &mut output)?;
+        Ok(output)
+    }
+
+    /// Writes the softmax, or log-softmax, of each row of `input` with `options` into
+    /// `output`, which has the input's length.
+    pub fn softmax_with_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        output: &mut [f32],
+    ) -> Result<()> {
         match self {
-            Backend::Cpu => cpu::softmax_into(input, rows, cols, output),
-            Backend::Gpu(engine) => engine.softmax_into(input, rows, cols, output),
+            Backend::Cpu => cpu::softmax_with_into(input, rows, cols, options, output),
+            Backend::Gpu(engine) => engine.softmax_with_into(input, rows, cols, options, output),
         }
     }
 }

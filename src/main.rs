@@ -11,7 +11,9 @@ use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sigmax::io::{self, Array};
 use sigmax::verify::{self, Bound};
-use sigmax::{AdapterChoice, Backend, Engine, EngineOptions, Error, Op};
+use sigmax::{
+    AdapterChoice, Backend, Engine, EngineOptions, Error, MaskedRows, Op, SoftmaxOptions,
+};
 
 /// Exit code of bad input: a missing or malformed file, or an invalid argument.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -32,8 +34,12 @@ struct Cli {
 enum Command {
     /// Logistic sigmoid of every element.
     Sigmoid(OpArgs),
-    /// Softmax over the last axis; a 1-D input is one row.
-    Softmax(OpArgs),
+    /// Log of the sigmoid of every element, min(x, 0) - log1p(exp(-|x|)).
+    LogSigmoid(OpArgs),
+    /// SiLU (swish) of every element, x * sigmoid(x).
+    Silu(OpArgs),
+    /// Softmax or log-softmax over the last axis; a 1-D input is one row.
+    Softmax(SoftmaxArgs),
     /// List every adapter found, with the limits that matter to sigmax.
     Adapters,
     /// Time each op on the GPU and the CPU, next to a copy of the same bytes.
@@ -66,7 +72,77 @@ struct BenchArgs {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OpArg {
     Sigmoid,
+    LogSigmoid,
+    Silu,
     Softmax,
+    LogSoftmax,
+}
+
+impl OpArg {
+    fn op(self) -> Op {
+        match self {
+            OpArg::Sigmoid => Op::Sigmoid,
+            OpArg::LogSigmoid => Op::LogSigmoid,
+            OpArg::Silu => Op::Silu,
+            OpArg::Softmax => Op::Softmax,
+            OpArg::LogSoftmax => Op::LogSoftmax,
+        }
+    }
+}
+
+#[derive(Args)]
+struct SoftmaxArgs {
+    #[command(flatten)]
+    common: OpArgs,
+    /// Write log-softmax, (z - max) - log(sum of exp(z - max)), instead of softmax.
+    #[arg(long)]
+    log: bool,
+    /// Temperature T > 0: softmax of x / T, the Boltzmann distribution.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    temperature: f32,
+    /// Factor S > 0 applied to the logits before the max, such as 1 / sqrt(d) in attention.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    scale: f32,
+    /// Output of rows whose logits are all -inf: `nan` as PyTorch gives, or `zero` (-inf for
+    /// log-softmax), as attention masks want.
+    #[arg(long, value_enum, default_value_t = MaskedRowsArg::Nan)]
+    masked_rows: MaskedRowsArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MaskedRowsArg {
+    Nan,
+    Zero,
+}
+
+impl SoftmaxArgs {
+    fn options(&self) -> SoftmaxOptions {
+        SoftmaxOptions {
+            log: self.log,
+            temperature: self.temperature,
+            scale: self.scale,
+            masked_rows: match self.masked_rows {
+                MaskedRowsArg::Nan => MaskedRows::Nan,
+                MaskedRowsArg::Zero => MaskedRows::Zero,
+            },
+        }
+    }
+}
+
+/// The computation a command runs.
+#[derive(Clone, Copy)]
+enum Job {
+    Elementwise(Op),
+    Softmax(SoftmaxOptions),
+}
+
+impl Job {
+    fn op(self) -> Op {
+        match self {
+            Job::Elementwise(op) => op,
+            Job::Softmax(options) => options.op(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -129,8 +205,10 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
-        Command::Sigmoid(args) => run_op(Op::Sigmoid, &args),
-        Command::Softmax(args) => run_op(Op::Softmax, &args),
+        Command::Sigmoid(args) => run_op(Job::Elementwise(Op::Sigmoid), &args),
+        Command::LogSigmoid(args) => run_op(Job::Elementwise(Op::LogSigmoid), &args),
+        Command::Silu(args) => run_op(Job::Elementwise(Op::Silu), &args),
+        Command::Softmax(args) => run_op(Job::Softmax(args.options()), &args.common),
         Command::Adapters => {
             print_adapters();
             Ok(())
@@ -176,25 +254,30 @@ fn open_backend(choice: BackendArg, adapter_text: Option<&str>) -> Result<Backen
     }
 }
 
-fn compute(op: Op, backend: &Backend, input: &Array) -> sigmax::Result<Vec<f32>> {
-    match op {
-        Op::Sigmoid => backend.sigmoid(&input.data),
-        Op::Softmax => {
+fn compute(job: Job, backend: &Backend, input: &Array) -> sigmax::Result<Vec<f32>> {
+    match job {
+        Job::Elementwise(op) => backend.elementwise(op, &input.data),
+        Job::Softmax(options) => {
             let (rows, cols) = input.rows_cols();
-            backend.softmax(&input.data, rows, cols)
+            backend.softmax_with(&input.data, rows, cols, &options)
         }
     }
 }
 
-fn run_op(op: Op, args: &OpArgs) -> Result<(), Failure> {
+fn run_op(job: Job, args: &OpArgs) -> Result<(), Failure> {
+    if let Job::Softmax(options) = job {
+        options.validate()?;
+    }
+    let op = job.op();
     io::check_output_folder(&args.output)?;
     let input = io::read_npy(&args.input)?;
     let backend = open_backend(args.backend, args.adapter.as_deref())?;
 
     let started = Instant::now();
-    let output = compute(op, &backend, &input)?;
+    let output = compute(job, &backend, &input)?;
     log::info!(
-        "{op:?} of {} {:?} on {}: {:.1} ms",
+        "{} of {} {:?} on {}: {:.1} ms",
+        op.name(),
         args.input.display(),
         input.shape,
         backend.name(),
@@ -208,18 +291,19 @@ fn run_op(op: Op, args: &OpArgs) -> Result<(), Failure> {
     io::write_npy(&args.output, &result)?;
 
     if args.verify {
-        verify_against_reference(op, &input, &result.data, &args.input)?;
+        verify_against_reference(job, &input, &result.data, &args.input)?;
     }
     Ok(())
 }
 
 fn verify_against_reference(
-    op: Op,
+    job: Job,
     input: &Array,
     output: &[f32],
     path: &Path,
 ) -> Result<(), Failure> {
-    let expected = compute(op, &Backend::Cpu, input)?;
+    let expected = compute(job, &Backend::Cpu, input)?;
+    let op = job.op();
     let bound = Bound::of(op);
     let stats = verify::compare(output, &expected, bound.tiny);
     let at = |index: usize| {
@@ -232,7 +316,8 @@ fn verify_against_reference(
     };
 
     println!(
-        "{op:?} of {} {:?} against the f64 reference:",
+        "{} of {} {:?} against the f64 reference:",
+        op.name(),
         path.display(),
         input.shape
     );
@@ -258,6 +343,14 @@ fn verify_against_reference(
         stats.max_ulp,
         at(stats.max_ulp_index)
     );
+    if bound.ulp_floor > 0.0 {
+        let (units, index) = bound.worst(output, &expected);
+        println!(
+            "  max error      {units:.2} ULP of max(|reference|, {}) {}",
+            bound.ulp_floor,
+            at(index)
+        );
+    }
     match bound.first_violation(output, &expected) {
         None => {
             println!("  bound          {bound}: met");
@@ -282,13 +375,7 @@ fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
     } else {
         let ops = match args.op.as_slice() {
             [] => vec![Op::Sigmoid, Op::Softmax],
-            ops => ops
-                .iter()
-                .map(|op| match op {
-                    OpArg::Sigmoid => Op::Sigmoid,
-                    OpArg::Softmax => Op::Softmax,
-                })
-                .collect(),
+            ops => ops.iter().map(|op| op.op()).collect(),
         };
         let shapes = args.shape.iter();
         shapes

@@ -70,10 +70,43 @@ pub const HOST_BATCH_BYTES: u64 = 256 << 20;
 /// An operation the planner can plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// Elementwise logistic sigmoid.
+    /// Elementwise logistic sigmoid, 1 / (1 + exp(-x)).
     Sigmoid,
+    /// Elementwise log of the sigmoid, min(x, 0) - log1p(exp(-|x|)).
+    LogSigmoid,
+    /// Elementwise SiLU (swish), x * sigmoid(x).
+    Silu,
     /// Softmax over the last axis.
     Softmax,
+    /// Log-softmax over the last axis, (z - max) - log(sum of exp(z - max)).
+    LogSoftmax,
+}
+
+impl Op {
+    /// Every op, in the order of the CLI's subcommands.
+    pub const ALL: [Op; 5] = [
+        Op::Sigmoid,
+        Op::LogSigmoid,
+        Op::Silu,
+        Op::Softmax,
+        Op::LogSoftmax,
+    ];
+
+    /// Whether the op maps each element alone, ignoring the row structure.
+    pub fn is_elementwise(self) -> bool {
+        matches!(self, Op::Sigmoid | Op::LogSigmoid | Op::Silu)
+    }
+
+    /// The op's name in the CLI and in `sigmax bench --json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Sigmoid => "sigmoid",
+            Op::LogSigmoid => "log-sigmoid",
+            Op::Silu => "silu",
+            Op::Softmax => "softmax",
+            Op::LogSoftmax => "log-softmax",
+        }
+    }
 }
 
 /// Element type of the input and output.
@@ -133,7 +166,8 @@ impl DeviceCaps {
 /// The kernel a plan runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// `sigmoid` in shaders/sigmoid.wgsl: `SIGMOID_ELEMENTS_PER_INVOCATION` elements per invocation.
+    /// `sigmoid` in shaders/sigmoid.wgsl, for every elementwise op:
+    /// `SIGMOID_ELEMENTS_PER_INVOCATION` elements per invocation.
     Sigmoid,
     /// `softmax_small_rows` in shaders/softmax.wgsl: one invocation per row of at most
     /// `SMALL_ROW_MAX_COLS_CPU` or `SMALL_ROW_MAX_COLS_GPU`.
@@ -227,8 +261,8 @@ fn reduction(caps: &DeviceCaps) -> Reduction {
     }
 }
 
-/// Plans one launch of `op` over `rows` rows of `cols` elements. Sigmoid ignores the row
-/// structure and sees `rows * cols` elements.
+/// Plans one launch of `op` over `rows` rows of `cols` elements. Elementwise ops ignore the
+/// row structure and see `rows * cols` elements.
 pub fn plan(op: Op, dtype: DType, rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
     let DType::F32 = dtype;
     if caps.max_chunk_elements() < BLOCK_LEN as u64 {
@@ -243,9 +277,10 @@ pub fn plan(op: Op, dtype: DType, rows: u64, cols: u64, caps: &DeviceCaps) -> Re
         ))
     })?;
     if elements == 0 {
-        let kernel = match op {
-            Op::Sigmoid => Kernel::Sigmoid,
-            Op::Softmax => Kernel::SoftmaxSmallRows,
+        let kernel = if op.is_elementwise() {
+            Kernel::Sigmoid
+        } else {
+            Kernel::SoftmaxSmallRows
         };
         return Ok(Plan {
             kernel,
@@ -255,10 +290,12 @@ pub fn plan(op: Op, dtype: DType, rows: u64, cols: u64, caps: &DeviceCaps) -> Re
         });
     }
 
-    match op {
-        Op::Sigmoid => plan_sigmoid(elements, caps),
-        Op::Softmax if cols <= BLOCK_LEN as u64 => plan_softmax_rows(rows, cols, caps),
-        Op::Softmax => plan_softmax_split(rows, cols, caps),
+    if op.is_elementwise() {
+        plan_sigmoid(elements, caps)
+    } else if cols <= BLOCK_LEN as u64 {
+        plan_softmax_rows(rows, cols, caps)
+    } else {
+        plan_softmax_split(rows, cols, caps)
     }
 }
 
@@ -688,11 +725,19 @@ mod tests {
         let block = BLOCK_LEN as u64;
         // The merge visits at most MAX_MERGE_TRIPS partials per lane.
         let longest = block * MAX_MERGE_TRIPS as u64;
-        assert!(lane_partials(&plan(Op::Softmax, DType::F32, 1, longest, &caps).unwrap()));
-        assert!(!lane_partials(&plan(Op::Softmax, DType::F32, 1, longest + 1, &caps).unwrap()));
+        assert!(lane_partials(
+            &plan(Op::Softmax, DType::F32, 1, longest, &caps).unwrap()
+        ));
+        assert!(!lane_partials(
+            &plan(Op::Softmax, DType::F32, 1, longest + 1, &caps).unwrap()
+        ));
         // Lane partials of 2 blocks per row fill a 128 MiB binding at 32,768 rows.
-        assert!(lane_partials(&plan(Op::Softmax, DType::F32, 32_768, block + 1, &caps).unwrap()));
-        assert!(!lane_partials(&plan(Op::Softmax, DType::F32, 32_769, block + 1, &caps).unwrap()));
+        assert!(lane_partials(
+            &plan(Op::Softmax, DType::F32, 32_768, block + 1, &caps).unwrap()
+        ));
+        assert!(!lane_partials(
+            &plan(Op::Softmax, DType::F32, 32_769, block + 1, &caps).unwrap()
+        ));
     }
 
     #[test]

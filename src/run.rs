@@ -6,6 +6,7 @@ use crate::cpu::{check_len, shape_elements};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernels::BufferRegion;
+use crate::options::SoftmaxOptions;
 use crate::planner::{self, F32_BYTES, Op};
 
 impl Engine {
@@ -96,22 +97,30 @@ impl Engine {
 
     /// Returns sigmoid(input).
     pub fn sigmoid(&self, input: &[f32]) -> Result<Vec<f32>> {
-        let mut output = vec![0.0; input.len()];
-        self.sigmoid_into(input, &mut output)?;
-        Ok(output)
+        self.elementwise(Op::Sigmoid, input)
     }
 
     /// Writes sigmoid(input) into `output`, which has the input's length.
     pub fn sigmoid_into(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        self.elementwise_into(Op::Sigmoid, input, output)
+    }
+
+    /// Returns the elementwise `op` (sigmoid, log-sigmoid or SiLU) of `input`.
+    pub fn elementwise(&self, op: Op, input: &[f32]) -> Result<Vec<f32>> {
+        let mut output = vec![0.0; input.len()];
+        self.elementwise_into(op, input, &mut output)?;
+        Ok(output)
+    }
+
+    /// Writes the elementwise `op` of `input` into `output`, which has the input's length.
+    pub fn elementwise_into(&self, op: Op, input: &[f32], output: &mut [f32]) -> Result<()> {
         check_len("output", output.len(), input.len())?;
-        self.run(Op::Sigmoid, input, input.len(), 1, output)
+        self.run(Job::Elementwise(op), input, input.len(), 1, output)
     }
 
     /// Returns the softmax of each of the `rows` rows of `cols` elements of `input`.
     pub fn softmax(&self, input: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        let mut output = vec![0.0; input.len()];
-        self.softmax_into(input, rows, cols, &mut output)?;
-        Ok(output)
+        self.softmax_with(input, rows, cols, &SoftmaxOptions::default())
     }
 
     /// Writes the softmax of each of the `rows` rows of `cols` elements of `input` into
@@ -123,17 +132,44 @@ impl Engine {
         cols: usize,
         output: &mut [f32],
     ) -> Result<()> {
+        self.softmax_with_into(input, rows, cols, &SoftmaxOptions::default(), output)
+    }
+
+    /// Returns the softmax, or log-softmax, of each row of `input` with `options`.
+    pub fn softmax_with(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+    ) -> Result<Vec<f32>> {
+        let mut output = vec![0.0; input.len()];
+        self.softmax_with_into(input, rows, cols, options, &mut output)?;
+        Ok(output)
+    }
+
+    /// Writes the softmax, or log-softmax, of each row of `input` with `options` into
+    /// `output`, which has the input's length.
+    pub fn softmax_with_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        output: &mut [f32],
+    ) -> Result<()> {
+        options.validate()?;
         let elements = shape_elements(rows, cols)?;
         check_len("input", input.len(), elements)?;
         check_len("output", output.len(), elements)?;
-        self.run(Op::Softmax, input, rows, cols, output)
+        self.run(Job::Softmax(*options), input, rows, cols, output)
     }
 
-    /// Runs `op` in host batches of whole rows, each uploaded, computed and read back in turn,
-    /// so that device memory stays bounded whatever the input size.
+    /// Runs `job` in host batches of whole rows, each uploaded, computed and read back in
+    /// turn, so that device memory stays bounded whatever the input size.
     fn run(
         &self,
-        op: Op,
+        job: Job,
         input: &[f32],
         rows: usize,
         cols: usize,
@@ -145,7 +181,7 @@ impl Engine {
             let end = batch.end as usize * cols;
             let batch_rows = batch.end - batch.start;
             self.run_batch(
-                op,
+                job,
                 &input[start..end],
                 batch_rows,
                 cols as u64,
@@ -157,7 +193,7 @@ impl Engine {
 
     fn run_batch(
         &self,
-        op: Op,
+        job: Job,
         input: &[f32],
         rows: u64,
         cols: u64,
@@ -186,12 +222,23 @@ impl Engine {
             });
             let from = BufferRegion::whole(&input_buffer);
             let to = BufferRegion::whole(&output_buffer);
-            match op {
-                Op::Sigmoid => self.record_sigmoid(&mut encoder, from, to, rows * cols)?,
-                Op::Softmax => self.record_softmax(&mut encoder, from, to, rows, cols)?,
+            match job {
+                Job::Elementwise(op) => {
+                    self.record_elementwise(&mut encoder, op, from, to, rows * cols)?
+                }
+                Job::Softmax(options) => {
+                    self.record_softmax_with(&mut encoder, from, to, rows, cols, &options)?
+                }
             }
             self.queue().submit([encoder.finish()]);
             self.read_f32(&output_buffer, 0, output)
         })
     }
+}
+
+/// The computation a slice call runs.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    Elementwise(Op),
+    Softmax(SoftmaxOptions),
 }

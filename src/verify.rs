@@ -89,9 +89,9 @@ pub fn compare(got: &[f32], expected: &[f32], floor: f32) -> ErrorStats {
     stats
 }
 
-/// An accuracy bound: at most `max_ulp` ULP from the reference. Where the reference is below
-/// `tiny` in magnitude, an absolute error up to `tiny_abs` also passes, because results there
-/// may be flushed to zero.
+/// An accuracy bound: at most `max_ulp` ULP from the reference, counted in ULP of
+/// max(|reference|, `ulp_floor`). Where the reference is below `tiny` in magnitude, an
+/// absolute error up to `tiny_abs` also passes, because results there may be flushed to zero.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bound {
     /// Max ULP distance.
@@ -100,22 +100,25 @@ pub struct Bound {
     pub tiny: f32,
     /// Absolute error that passes where the reference is below `tiny`.
     pub tiny_abs: f32,
+    /// Magnitude below which errors count in ULP of this value: 1 for log outputs, whose
+    /// error is absolute near 0, and 0 for the others.
+    pub ulp_floor: f32,
 }
 
 impl Bound {
     /// The documented bound of `op` against the f64 reference, on every backend.
     pub fn of(op: Op) -> Bound {
-        match op {
-            Op::Sigmoid => Bound {
-                max_ulp: 2,
-                tiny: 1e-37,
-                tiny_abs: 1e-37,
-            },
-            Op::Softmax => Bound {
-                max_ulp: 4,
-                tiny: 1e-30,
-                tiny_abs: 1e-37,
-            },
+        let (max_ulp, tiny, ulp_floor) = match op {
+            Op::Sigmoid => (2, 1e-37, 0.0),
+            Op::Silu => (3, 1e-37, 0.0),
+            Op::Softmax => (4, 1e-30, 0.0),
+            Op::LogSigmoid | Op::LogSoftmax => (4, 0.0, 1.0),
+        };
+        Bound {
+            max_ulp,
+            tiny,
+            tiny_abs: 1e-37,
+            ulp_floor,
         }
     }
 
@@ -126,15 +129,45 @@ impl Bound {
             .position(|(&g, &e)| !self.holds(g, e))
     }
 
+    /// Returns the largest error in the units of the bound (ULP, or ULP of `ulp_floor`) with
+    /// its index. Elements that pass by the absolute rule for tiny references count as 0.
+    pub fn worst(&self, got: &[f32], expected: &[f32]) -> (f64, usize) {
+        let mut worst = (0.0, 0);
+        for (index, (&g, &e)) in got.iter().zip(expected).enumerate() {
+            let error = (g as f64 - e as f64).abs();
+            let units = if e.abs() < self.tiny && error <= self.tiny_abs as f64 {
+                0.0
+            } else if e.abs() < self.ulp_floor {
+                error / (self.ulp_floor.next_up() - self.ulp_floor) as f64
+            } else {
+                ulp_distance(g, e) as f64
+            };
+            if units > worst.0 {
+                worst = (units, index);
+            }
+        }
+        worst
+    }
+
     fn holds(&self, got: f32, expected: f32) -> bool {
-        let tiny_and_close = expected.abs() < self.tiny
-            && (got as f64 - expected as f64).abs() <= self.tiny_abs as f64;
-        tiny_and_close || ulp_distance(got, expected) <= self.max_ulp
+        let error = (got as f64 - expected as f64).abs();
+        let tiny_and_close = expected.abs() < self.tiny && error <= self.tiny_abs as f64;
+        let floor_ulp = (self.ulp_floor.next_up() - self.ulp_floor) as f64;
+        let near_floor =
+            expected.abs() < self.ulp_floor && error <= self.max_ulp as f64 * floor_ulp;
+        tiny_and_close || near_floor || ulp_distance(got, expected) <= self.max_ulp
     }
 }
 
 impl fmt::Display for Bound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ulp_floor > 0.0 {
+            return write!(
+                f,
+                "{} ULP of max(|reference|, {})",
+                self.max_ulp, self.ulp_floor
+            );
+        }
         write!(
             f,
             "{} ULP, or {:e} absolute where the reference is below {:e}",
@@ -199,10 +232,24 @@ mod tests {
             max_ulp: 2,
             tiny: 1e-30,
             tiny_abs: 1e-37,
+            ulp_floor: 0.0,
         };
         assert!(bound.first_violation(&[0.0], &[1e-38]).is_none());
         assert!(bound.first_violation(&[0.0], &[1e-36]).is_some());
         assert_eq!(bound.first_violation(&[1.0, 0.5], &[1.0, 0.25]), Some(1));
+    }
+
+    #[test]
+    fn log_bound_counts_ulp_of_one_near_zero() {
+        let bound = Bound::of(Op::LogSoftmax);
+        let ulp_of_one = 1.0f32.next_up() - 1.0;
+        assert!(bound.first_violation(&[4.0 * ulp_of_one], &[0.0]).is_none());
+        assert!(bound.first_violation(&[5.0 * ulp_of_one], &[0.0]).is_some());
+        assert!(
+            bound
+                .first_violation(&[f32::NEG_INFINITY], &[f32::NEG_INFINITY])
+                .is_none()
+        );
     }
 
     #[test]

@@ -127,6 +127,7 @@ fn run_at_offsets(
     match op {
         Op::Sigmoid => engine.record_sigmoid(&mut encoder, from, to, logits.len() as u64),
         Op::Softmax => engine.record_softmax(&mut encoder, from, to, rows, cols as u64),
+        op => panic!("{} is not covered by the offset tests", op.name()),
     }
     .unwrap();
     engine.queue().submit([encoder.finish()]);

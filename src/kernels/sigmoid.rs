@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{BufferRegion, ParamsBuffer, storage_entry, uniform_entry};
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::planner::{self, DType, Grid, Op};
 use crate::shaders::ShaderFamily;
 
@@ -36,13 +36,39 @@ impl Engine {
         output: BufferRegion<'_>,
         len: u64,
     ) -> Result<()> {
-        let plan = planner::plan(Op::Sigmoid, DType::F32, len, 1, self.caps())?;
+        self.record_elementwise(encoder, Op::Sigmoid, input, output, len)
+    }
+
+    /// Records the elementwise `op` (sigmoid, log-sigmoid or SiLU) of `len` f32 like
+    /// [`Engine::record_sigmoid`].
+    pub fn record_elementwise(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        op: Op,
+        input: BufferRegion<'_>,
+        output: BufferRegion<'_>,
+        len: u64,
+    ) -> Result<()> {
+        // Keep in sync with `FUNCTION` in shaders/sigmoid.wgsl.
+        let function = match op {
+            Op::Sigmoid => 0.0,
+            Op::LogSigmoid => 1.0,
+            Op::Silu => 2.0,
+            Op::Softmax | Op::LogSoftmax => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not elementwise; record it with record_softmax_with",
+                    op.name()
+                )));
+            }
+        };
+        let constants = [("FUNCTION", function)];
+        let plan = planner::plan(op, DType::F32, len, 1, self.caps())?;
         if plan.chunks.is_empty() {
             return Ok(());
         }
         BufferRegion::check_pair(&input, &output, len)?;
 
-        self.scoped("recording sigmoid", || {
+        self.scoped(&format!("recording {}", op.name()), || {
             let alignment = self.caps().storage_offset_alignment;
 
             // Each chunk runs the vec4 kernel over its aligned part and the scalar kernel over the
@@ -85,8 +111,12 @@ impl Engine {
                 timestamp_writes: None,
             });
             for (index, (entry_point, _, chunk, grid)) in dispatches.iter().enumerate() {
-                let (pipeline, layout) =
-                    self.pipeline(ShaderFamily::Sigmoid, plan.reduction, entry_point)?;
+                let (pipeline, layout) = self.pipeline(
+                    ShaderFamily::Sigmoid,
+                    plan.reduction,
+                    entry_point,
+                    &constants,
+                )?;
                 let (input_binding, output_binding) = &bindings[*chunk];
                 let bind_group = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("sigmoid"),

@@ -5,7 +5,8 @@ use bytemuck::{Pod, Zeroable};
 use super::{BufferRegion, ParamsBuffer, storage_entry, uniform_entry};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::planner::{self, DType, Grid, Kernel, Op, Plan, STATS_BYTES};
+use crate::options::{MaskedRows, SoftmaxOptions};
+use crate::planner::{self, DType, Grid, Kernel, Plan, STATS_BYTES};
 use crate::shaders::{Reduction, ShaderFamily};
 
 /// Keep in sync with the bindings listed in shaders/softmax.wgsl.
@@ -34,8 +35,10 @@ struct Params {
     /// Always 1.0, an operand that keeps the compiler from reassociating TwoSum.
     one: f32,
     rows: u32,
-    /// 1 if the split passes store exp(x - block max) in the output, else 0.
     partials_per_block: u32,
+    c1: f32,
+    c2: f32,
+    c_lo: f32,
 }
 
 impl Engine {
@@ -50,13 +53,34 @@ impl Engine {
         rows: u64,
         cols: u64,
     ) -> Result<()> {
-        let plan = planner::plan(Op::Softmax, DType::F32, rows, cols, self.caps())?;
-        self.record_softmax_planned(encoder, input, output, rows, cols, &plan)
+        self.record_softmax_with(
+            encoder,
+            input,
+            output,
+            rows,
+            cols,
+            &SoftmaxOptions::default(),
+        )
     }
 
-    /// Records softmax like [`Engine::record_softmax`], with a plan that the caller made with
-    /// [`planner::plan`], for example from caps other than the engine's to run another kernel
-    /// variant. The plan must be for `Op::Softmax` on this shape.
+    /// Records softmax or log-softmax with `options` like [`Engine::record_softmax`].
+    pub fn record_softmax_with(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: BufferRegion<'_>,
+        output: BufferRegion<'_>,
+        rows: u64,
+        cols: u64,
+        options: &SoftmaxOptions,
+    ) -> Result<()> {
+        let plan = planner::plan(options.op(), DType::F32, rows, cols, self.caps())?;
+        self.record_softmax_planned(encoder, input, output, rows, cols, options, &plan)
+    }
+
+    /// Records softmax like [`Engine::record_softmax_with`], with a plan that the caller made
+    /// with [`planner::plan`], for example from caps other than the engine's to run another
+    /// kernel variant. The plan must be for softmax on this shape.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_softmax_planned(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -64,8 +88,10 @@ impl Engine {
         output: BufferRegion<'_>,
         rows: u64,
         cols: u64,
+        options: &SoftmaxOptions,
         plan: &Plan,
     ) -> Result<()> {
+        options.validate()?;
         let covered = plan.chunks.last().map_or(0, |chunk| chunk.elements.end);
         if plan.kernel == Kernel::Sigmoid || covered != rows * cols {
             return Err(Error::InvalidArgument(format!(
@@ -136,6 +162,16 @@ impl Engine {
             let vec4 = planner::softmax_uses_vec4(plan.kernel, cols, aligned);
             let offset_unit = if vec4 { 4 } else { 1 };
 
+            let [c1, c2, c_lo] = options.factor_parts();
+            // Keep in sync with the overrides in shaders/softmax.wgsl.
+            let constants = [
+                ("LOG_OUTPUT", f64::from(u8::from(options.log))),
+                (
+                    "MASKED_ROWS_ZERO",
+                    f64::from(u8::from(options.masked_rows == MaskedRows::Zero)),
+                ),
+                ("SCALED", f64::from(u8::from(options.is_scaled()))),
+            ];
             let mut params: Vec<Params> = plan
                 .chunks
                 .iter()
@@ -154,12 +190,18 @@ impl Engine {
                     one: 1.0,
                     rows: chunk.rows as u32,
                     partials_per_block,
+                    c1,
+                    c2,
+                    c_lo,
                 })
                 .collect();
             if let Some(merge) = plan.merge {
                 params.push(Params {
                     blocks_per_row,
                     partials_per_block,
+                    c1,
+                    c2,
+                    c_lo,
                     groups: merge.groups,
                     groups_x: merge.x,
                     one: 1.0,
@@ -170,8 +212,12 @@ impl Engine {
 
             // Bind group `index` uses params[index]; the merge dispatch, last, binds the first
             // chunk's input and output, which it does not access.
-            let (_, layout) =
-                self.pipeline(ShaderFamily::Softmax, plan.reduction, "softmax_rows")?;
+            let (_, layout) = self.pipeline(
+                ShaderFamily::Softmax,
+                plan.reduction,
+                "softmax_rows",
+                &constants,
+            )?;
             let bind_groups: Vec<wgpu::BindGroup> = (0..params.len())
                 .map(|index| {
                     let ((input, _), (output, _)) = &bindings[index.min(bindings.len() - 1)];
@@ -221,8 +267,12 @@ impl Engine {
                             index: usize,
                             grid: Grid|
              -> Result<()> {
-                let (pipeline, _) =
-                    self.pipeline(ShaderFamily::Softmax, plan.reduction, entry_point)?;
+                let (pipeline, _) = self.pipeline(
+                    ShaderFamily::Softmax,
+                    plan.reduction,
+                    entry_point,
+                    &constants,
+                )?;
                 log::debug!("softmax: {entry_point} dispatch {grid:?}");
                 pass.set_pipeline(&pipeline);
                 pass.set_bind_group(0, &bind_groups[index], &[]);
@@ -282,4 +332,3 @@ fn scratch_binding(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BufferBinding<'_>
         size: std::num::NonZeroU64::new(bytes),
     }
 }
-

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 use sigmax::planner::{self, DType, DeviceCaps};
-use sigmax::{AdapterChoice, Backend, BufferRegion, Engine, EngineOptions, Op};
+use sigmax::{AdapterChoice, Backend, BufferRegion, Engine, EngineOptions, Op, SoftmaxOptions};
 
 /// The storage binding size that test engines plan with, the common 128 MiB, so that inputs
 /// above it take the chunked path on every adapter.
@@ -88,12 +88,25 @@ pub fn run_into_nan(
 ) -> Vec<f32> {
     let mut output = vec![f32::NAN; input.len()];
     match backend {
-        Backend::Cpu => match op {
-            Op::Sigmoid => backend.sigmoid_into(input, &mut output),
-            Op::Softmax => backend.softmax_into(input, rows, cols, &mut output),
+        Backend::Cpu if op.is_elementwise() => {
+            backend.elementwise_into(op, input, &mut output).unwrap()
         }
-        .unwrap(),
-        Backend::Gpu(engine) => run_on_buffers(engine, op, input, rows, cols, None, &mut output),
+        Backend::Cpu => {
+            let options = SoftmaxOptions {
+                log: op == Op::LogSoftmax,
+                ..SoftmaxOptions::default()
+            };
+            backend
+                .softmax_with_into(input, rows, cols, &options, &mut output)
+                .unwrap()
+        }
+        Backend::Gpu(engine) => {
+            let options = SoftmaxOptions {
+                log: op == Op::LogSoftmax,
+                ..SoftmaxOptions::default()
+            };
+            run_on_buffers(engine, op, &options, input, rows, cols, None, &mut output)
+        }
     }
     output
 }
@@ -108,8 +121,20 @@ pub fn softmax_each_variant(
     rows: usize,
     cols: usize,
 ) -> Vec<(String, Vec<f32>)> {
+    softmax_each_variant_with(backend, input, rows, cols, &SoftmaxOptions::default())
+}
+
+/// As `softmax_each_variant`, with `options`.
+pub fn softmax_each_variant_with(
+    backend: &Backend,
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+) -> Vec<(String, Vec<f32>)> {
     let Backend::Gpu(engine) = backend else {
-        return vec![(backend.name(), backend.softmax(input, rows, cols).unwrap())];
+        let output = backend.softmax_with(input, rows, cols, options).unwrap();
+        return vec![(backend.name(), output)];
     };
     let has_subgroups = engine.caps().subgroups;
     let mut results = Vec::new();
@@ -129,7 +154,8 @@ pub fn softmax_each_variant(
             let mut output = vec![f32::NAN; input.len()];
             run_on_buffers(
                 engine,
-                Op::Softmax,
+                options.op(),
+                options,
                 input,
                 rows as usize,
                 cols as usize,
@@ -142,9 +168,13 @@ pub fn softmax_each_variant(
     results
 }
 
+/// Runs `op` on buffers through the launchers; softmax takes `options`, whose `log` must
+/// agree with `op`.
+#[allow(clippy::too_many_arguments)]
 fn run_on_buffers(
     engine: &Engine,
     op: Op,
+    options: &SoftmaxOptions,
     input: &[f32],
     rows: usize,
     cols: usize,
@@ -162,11 +192,13 @@ fn run_on_buffers(
     let from = BufferRegion::whole(&input_buffer);
     let to = BufferRegion::whole(&output_buffer);
     let (rows, cols) = (rows as u64, cols as u64);
-    match (op, plan) {
-        (Op::Sigmoid, _) => engine.record_sigmoid(&mut encoder, from, to, input.len() as u64),
-        (Op::Softmax, None) => engine.record_softmax(&mut encoder, from, to, rows, cols),
-        (Op::Softmax, Some(plan)) => {
-            engine.record_softmax_planned(&mut encoder, from, to, rows, cols, plan)
+    match plan {
+        _ if op.is_elementwise() => {
+            engine.record_elementwise(&mut encoder, op, from, to, input.len() as u64)
+        }
+        None => engine.record_softmax_with(&mut encoder, from, to, rows, cols, options),
+        Some(plan) => {
+            engine.record_softmax_planned(&mut encoder, from, to, rows, cols, options, plan)
         }
     }
     .unwrap();

@@ -1,0 +1,320 @@
+//! Non-finite inputs, log-softmax, temperature and scale, on every backend and every kernel
+//! variant, against vectors whose expected values come from an f64 computation.
+
+mod common;
+
+use common::{backends, softmax_each_variant_with};
+use sigmax::verify::{Bound, ulp_distance};
+use sigmax::{Backend, MaskedRows, Op, SoftmaxOptions};
+
+const INF: f32 = f32::INFINITY;
+const NAN: f32 = f32::NAN;
+
+/// Row lengths that reach each softmax kernel: one invocation per row (scalar, then vec4),
+/// one workgroup per row on GPU caps, and split rows (vec4, then scalar).
+const PADDED_LENGTHS: [usize; 4] = [0, 40, 20_000, 20_001];
+
+/// Checks one element against its expected value: within the op's bound, NaN where NaN is
+/// expected, and the same infinity where one is expected.
+fn check(op: Op, got: f32, expected: f32, context: &str) {
+    let bound = Bound::of(op);
+    let passes = if expected.is_nan() {
+        got.is_nan()
+    } else if expected.is_infinite() {
+        got == expected
+    } else {
+        bound.first_violation(&[got], &[expected]).is_none()
+    };
+    assert!(
+        passes,
+        "{context}: got {got:e}, expected {expected:e} ({} ULP), bound {bound}",
+        ulp_distance(got, expected)
+    );
+}
+
+/// Runs softmax with `options` on `row` padded with -inf to each of `PADDED_LENGTHS` (or not
+/// padded, for 0), on every backend and kernel variant. The padding changes nothing: a -inf
+/// logit gets 0 (log-softmax: -inf), unless the row is all NaN.
+fn assert_softmax_row(row: &[f32], expected: &[f64], options: &SoftmaxOptions) {
+    let op = options.op();
+    let pad_value = match (options.log, expected.iter().all(|e| e.is_nan())) {
+        (_, true) => NAN,
+        (false, false) => 0.0,
+        (true, false) => -INF,
+    };
+    for len in PADDED_LENGTHS {
+        let cols = len.max(row.len());
+        let mut input = row.to_vec();
+        input.resize(cols, -INF);
+        for backend in backends() {
+            for (label, got) in softmax_each_variant_with(backend, &input, 1, cols, options) {
+                let context = format!("{op:?} of {row:?} padded to {cols} on {label}");
+                for (index, &value) in got.iter().enumerate() {
+                    let want = expected.get(index).map_or(pad_value, |&e| e as f32);
+                    check(op, value, want, &format!("{context}, element {index}"));
+                }
+            }
+        }
+    }
+}
+
+fn softmax() -> SoftmaxOptions {
+    SoftmaxOptions::default()
+}
+
+fn log_softmax() -> SoftmaxOptions {
+    SoftmaxOptions::log()
+}
+
+#[test]
+fn softmax_non_finite_vectors() {
+    let cases: &[(&[f32], &[f64])] = &[
+        (
+            &[1.0, 2.0, 3.0],
+            &[0.09003057317038046, 0.24472847105479764, 0.6652409557748218],
+        ),
+        (&[0.0, INF], &[f64::NAN; 2]),
+        (&[INF, 1.0, 2.0], &[f64::NAN; 3]),
+        (&[2.0, 1.0, NAN], &[f64::NAN; 3]),
+        (&[-INF, -INF, NAN], &[f64::NAN; 3]),
+        (&[-INF, 0.0], &[0.0, 1.0]),
+        (&[3.4e38, -3.4e38], &[1.0, 0.0]),
+        (&[-1e30, 1e30, 0.0], &[0.0, 1.0, 0.0]),
+        (&[1000.0, 1000.0], &[0.5, 0.5]),
+        (&[-1000.0, -1000.0], &[0.5, 0.5]),
+        (
+            &[-400.0, -400.0, 0.0, -400.0, -400.0, -400.0, -400.0],
+            &[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+        ),
+        (&[-1000.0, -1000.0, -1000.0], &[1.0 / 3.0; 3]),
+        (&[5.0], &[1.0]),
+    ];
+    for (row, expected) in cases {
+        assert_softmax_row(row, expected, &softmax());
+    }
+}
+
+#[test]
+fn softmax_rows_of_only_neg_inf() {
+    assert_softmax_row(&[-INF, -INF, -INF], &[f64::NAN; 3], &softmax());
+    assert_softmax_row(&[-INF, -INF, -INF], &[f64::NAN; 3], &log_softmax());
+    let zero = SoftmaxOptions {
+        masked_rows: MaskedRows::Zero,
+        ..softmax()
+    };
+    assert_softmax_row(&[-INF, -INF, -INF], &[0.0; 3], &zero);
+    let log_zero = SoftmaxOptions {
+        masked_rows: MaskedRows::Zero,
+        ..log_softmax()
+    };
+    assert_softmax_row(&[-INF, -INF, -INF], &[f64::NEG_INFINITY; 3], &log_zero);
+    // A row with +inf or NaN stays NaN under `Zero`.
+    assert_softmax_row(&[-INF, INF], &[f64::NAN; 2], &zero);
+}
+
+#[test]
+fn softmax_two_rows_one_masked() {
+    // A row of only -inf next to a finite row, in one call.
+    let input = [-INF, -INF, -INF, 1.0, 2.0, 3.0];
+    let expected = [
+        0.09003057317038046f64,
+        0.24472847105479764,
+        0.6652409557748218,
+    ];
+    for backend in backends() {
+        for (label, got) in softmax_each_variant_with(backend, &input, 2, 3, &softmax()) {
+            for index in 0..3 {
+                check(Op::Softmax, got[index], NAN, &format!("{label}, row 0"));
+                check(
+                    Op::Softmax,
+                    got[3 + index],
+                    expected[index] as f32,
+                    &format!("{label}, row 1"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn log_softmax_vectors() {
+    let ln2 = -std::f64::consts::LN_2;
+    let cases: &[(&[f32], &[f64])] = &[
+        (&[1e8, 1e8], &[ln2, ln2]),
+        (&[1e4, 1e4], &[ln2, ln2]),
+        (
+            &[-5.204, 7.8325],
+            &[-13.036502179312517, -2.1793125178442733e-6],
+        ),
+        (&[88.72284], &[0.0]),
+        (&[0.0, -200.0], &[-0.0, -200.0]),
+        (&[-INF, 0.0], &[f64::NEG_INFINITY, 0.0]),
+        (&[0.0, INF], &[f64::NAN; 2]),
+        (&[1.0, NAN], &[f64::NAN; 2]),
+    ];
+    for (row, expected) in cases {
+        assert_softmax_row(row, expected, &log_softmax());
+    }
+}
+
+/// Runs the elementwise `op` on every backend and checks each element.
+fn assert_elementwise(op: Op, input: &[f32], expected: &[f64]) {
+    for backend in backends() {
+        let got = backend.elementwise(op, input).unwrap();
+        for (index, (&g, &e)) in got.iter().zip(expected).enumerate() {
+            let context = format!("{op:?}({}) on {}", input[index], backend.name());
+            check(op, g, e as f32, &context);
+        }
+    }
+}
+
+#[test]
+fn sigmoid_vectors() {
+    let input = [
+        -1662.7, 3212.5, -1093.7, 2063.8, 91.39, -1471.0, 1823.2, 1935.3, 0.0, -0.5,
+    ];
+    let expected = [
+        0.0,
+        1.0,
+        0.0,
+        1.0,
+        1.0,
+        0.0,
+        1.0,
+        1.0,
+        0.5,
+        0.37754066879814546,
+    ];
+    assert_elementwise(Op::Sigmoid, &input, &expected);
+    assert_elementwise(
+        Op::Sigmoid,
+        &[-18.0, -20.0],
+        &[1.522997951276035e-8, 2.0611536181902033e-9],
+    );
+    assert_elementwise(Op::Sigmoid, &[INF, -INF, NAN], &[1.0, 0.0, f64::NAN]);
+}
+
+#[test]
+fn sigmoid_never_negative() {
+    let input: Vec<f32> = (0..2000).map(|i| -(i as f32) * 0.25).collect();
+    for backend in backends() {
+        let got = backend.sigmoid(&input).unwrap();
+        let index = got.iter().position(|&y| y < 0.0 || y.is_sign_negative());
+        assert_eq!(index, None, "{}: negative sigmoid", backend.name());
+    }
+}
+
+#[test]
+fn log_sigmoid_and_silu_vectors() {
+    let input = [-100.0f32, -20.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 20.0, 100.0];
+    let log_sigmoid: Vec<f64> = input
+        .iter()
+        .map(|&x| {
+            let x = x as f64;
+            x.min(0.0) - (-x.abs()).exp().ln_1p()
+        })
+        .collect();
+    let silu: Vec<f64> = input
+        .iter()
+        .map(|&x| {
+            let x = x as f64;
+            x / (1.0 + (-x).exp())
+        })
+        .collect();
+    assert_elementwise(Op::LogSigmoid, &input, &log_sigmoid);
+    assert_elementwise(Op::Silu, &input, &silu);
+    assert_elementwise(
+        Op::LogSigmoid,
+        &[INF, -INF, NAN],
+        &[0.0, f64::NEG_INFINITY, f64::NAN],
+    );
+    // SiLU(-inf) is -inf times 0, NaN, as in PyTorch.
+    assert_elementwise(
+        Op::Silu,
+        &[INF, -INF, NAN],
+        &[f64::INFINITY, f64::NAN, f64::NAN],
+    );
+}
+
+/// `rows` rows of `cols` logits, uniform in [-spread, spread), from a fixed generator.
+fn spread_logits(rows: usize, cols: usize, spread: f32) -> Vec<f32> {
+    common::random_values(rows * cols, 7, -spread, spread)
+}
+
+#[test]
+fn temperature_and_scale_within_bound() {
+    let temperatures = [
+        (0.1, 1.0),
+        (2.5, 1.0),
+        (100.0, 1.0),
+        (1.0, 0.125),
+        (0.7, 0.35),
+    ];
+    for (rows, cols) in [(64, 4099), (3, 20_000)] {
+        let input = spread_logits(rows, cols, 90.0);
+        for (temperature, scale) in temperatures {
+            for log in [false, true] {
+                let options = SoftmaxOptions {
+                    log,
+                    temperature,
+                    scale,
+                    ..SoftmaxOptions::default()
+                };
+                let expected = sigmax::cpu::softmax_with(&input, rows, cols, &options).unwrap();
+                let bound = Bound::of(options.op());
+                for backend in backends() {
+                    for (label, got) in
+                        softmax_each_variant_with(backend, &input, rows, cols, &options)
+                    {
+                        if let Some(index) = bound.first_violation(&got, &expected) {
+                            panic!(
+                                "{label} T = {temperature} S = {scale} log = {log} [{rows}, {cols}]: \
+                                 element {index}: got {:e}, expected {:e}, outside {bound}",
+                                got[index], expected[index]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn invalid_temperature_is_rejected() {
+    for temperature in [0.0, -2.0, NAN, INF] {
+        let options = SoftmaxOptions {
+            temperature,
+            ..SoftmaxOptions::default()
+        };
+        for backend in backends() {
+            let result = backend.softmax_with(&[1.0, 2.0], 1, 2, &options);
+            let message = result.unwrap_err().to_string();
+            assert!(
+                message.contains("temperature"),
+                "{}: {message}",
+                backend.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn same_input_gives_identical_bits() {
+    let (rows, cols) = (4, 70_000);
+    let input = spread_logits(rows, cols, 30.0);
+    for backend in backends() {
+        let Backend::Gpu(_) = backend else { continue };
+        for options in [softmax(), log_softmax()] {
+            let first = backend.softmax_with(&input, rows, cols, &options).unwrap();
+            for run in 1..3 {
+                let again = backend.softmax_with(&input, rows, cols, &options).unwrap();
+                let differs = first
+                    .iter()
+                    .zip(&again)
+                    .position(|(a, b)| a.to_bits() != b.to_bits());
+                assert_eq!(differs, None, "{}: run {run} differs", backend.name());
+            }
+        }
+    }
+}
