@@ -325,3 +325,124 @@ fn adapter_index_out_of_range_is_an_error() {
         stderr(&output)
     );
 }
+
+#[test]
+fn log_softmax_digits_verifies() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("log_proba.npy");
+    let proba = read_npy(&data("digits_proba.npy")).unwrap();
+    let log_proba: Vec<f32> = proba.data.iter().map(|&p| (p as f64).ln() as f32).collect();
+    for backend in cli_backends() {
+        let input = data("digits_logits.npy");
+        let extra = ["--log", "--backend", backend, "--verify"];
+        let output = run_op("softmax", &input, &out, &extra);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{backend}: {}",
+            stderr(&output)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("log-softmax"), "{backend}: {stdout}");
+        assert!(
+            stdout.contains("ULP of max(|reference|, 1)"),
+            "{backend}: {stdout}"
+        );
+
+        let got = read_npy(&out).unwrap();
+        assert_eq!(got.shape, [1797, 10]);
+        // scikit-learn's probabilities are f64; their logs carry the f32 rounding of p.
+        for (index, (&g, &e)) in got.data.iter().zip(&log_proba).enumerate() {
+            let tolerance = 1e-6 * e.abs().max(1.0);
+            assert!(
+                (g - e).abs() <= tolerance,
+                "{backend}: element {index}: {g} vs {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn elementwise_commands_verify() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out.npy");
+    for op in ["log-sigmoid", "silu"] {
+        for backend in cli_backends() {
+            let input = data("bc_logits.npy");
+            let output = run_op(op, &input, &out, &["--backend", backend, "--verify"]);
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{op} {backend}: {}",
+                stderr(&output)
+            );
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(stdout.contains("met"), "{op} {backend}: {stdout}");
+            assert_eq!(read_npy(&out).unwrap().shape, [569]);
+        }
+    }
+}
+
+#[test]
+fn temperature_and_masked_rows() {
+    let folder = tempfile::tempdir().unwrap();
+    let input = folder.path().join("masked.npy");
+    let logits = sigmax::io::Array {
+        data: vec![f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0, 3.0],
+        shape: vec![2, 2],
+    };
+    sigmax::io::write_npy(&input, &logits).unwrap();
+    let out = folder.path().join("out.npy");
+    for backend in cli_backends() {
+        let extra = [
+            "--temperature",
+            "2",
+            "--masked-rows",
+            "zero",
+            "--backend",
+            backend,
+            "--verify",
+        ];
+        let output = run_op("softmax", &input, &out, &extra);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{backend}: {}",
+            stderr(&output)
+        );
+        let got = read_npy(&out).unwrap().data;
+        assert_eq!(&got[..2], [0.0, 0.0], "{backend}");
+        // softmax([1, 3] / 2) = [1 / (1 + e), e / (1 + e)].
+        let e = std::f64::consts::E;
+        assert!(
+            (got[2] as f64 - 1.0 / (1.0 + e)).abs() < 1e-7,
+            "{backend}: {got:?}"
+        );
+        assert!(
+            (got[3] as f64 - e / (1.0 + e)).abs() < 1e-7,
+            "{backend}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_temperature_is_rejected() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out.npy");
+    for temperature in ["0", "-1.5", "nan", "inf"] {
+        let input = data("digits_logits.npy");
+        let output = run_op("softmax", &input, &out, &["--temperature", temperature]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "T = {temperature}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        assert!(
+            message.contains("temperature"),
+            "T = {temperature}: {message}"
+        );
+        assert!(!out.exists(), "T = {temperature}: an output was written");
+    }
+}
