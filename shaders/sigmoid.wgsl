@@ -71,12 +71,13 @@ fn function_of(x: f32) -> f32 {
         y = min(x, 0.0) - log1p_unit(e);
         infinite = select(neg_inf(), 0.0, positive);
     } else if FUNCTION == 2u {
-        // For x < 0, x * e / (1 + e) with e scaled by 2^64 until the end: where e is
-        // subnormal, the product is not, and e's lost bits would show in it.
+        // Below -80, e is near or below the subnormal range but x * e need not be, so e
+        // stays scaled by 2^64 until the end. Every partial product is then normal, in
+        // whatever order a compiler multiplies the factors (llvmpipe reorders them).
         let parts = exp_parts(-abs(x), 0.0);
         let e_big = parts.p * pow2(parts.n + 64);
-        let negative = (x * (e_big / (1.0 + e))) * TWO_POW_MINUS_64;
-        y = select(negative, x * sigmoid, positive);
+        let far_left = (x * (e_big / (1.0 + e))) * TWO_POW_MINUS_64;
+        y = select(x * sigmoid, far_left, x < -80.0);
         infinite = select(nan(), x, positive);
     }
     return select(select(infinite, nan(), is_nan(x)), y, is_finite(x));

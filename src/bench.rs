@@ -42,6 +42,8 @@ pub struct Measurement {
     pub copy_ratio: f64,
     /// The timer behind `kernel_ms`: `timestamp queries`, `device poll` or `host clock`.
     pub timer: &'static str,
+    /// The softmax temperature; 1 for the elementwise ops.
+    pub temperature: f32,
 }
 
 /// Returns the median of `samples`, which must not be empty.
@@ -76,21 +78,25 @@ fn rows_cols(op: Op, shape: &[usize]) -> (usize, usize) {
     }
 }
 
-/// The softmax options of `op`: log-softmax for `Op::LogSoftmax`.
-fn softmax_options(op: Op) -> SoftmaxOptions {
-    SoftmaxOptions {
+/// The softmax options of `op` at `temperature`: log-softmax for `Op::LogSoftmax`.
+fn softmax_options(op: Op, temperature: f32) -> Result<SoftmaxOptions> {
+    let options = SoftmaxOptions {
         log: op == Op::LogSoftmax,
+        temperature,
         ..SoftmaxOptions::default()
-    }
+    };
+    options.validate()?;
+    Ok(options)
 }
 
 /// Times `op` on `shape` on the CPU, `runs` times after one warm-up run, next to a memcpy of
 /// the same bytes.
-pub fn measure_cpu(op: Op, shape: &[usize], runs: usize) -> Result<Measurement> {
+/// Softmax ops run at `temperature`, which the elementwise ops ignore.
+pub fn measure_cpu(op: Op, shape: &[usize], temperature: f32, runs: usize) -> Result<Measurement> {
     let (rows, cols) = rows_cols(op, shape);
     let input = bench_input(rows * cols);
     let mut output = vec![0.0f32; input.len()];
-    let options = softmax_options(op);
+    let options = softmax_options(op, temperature)?;
     let run_op = |output: &mut [f32]| {
         if op.is_elementwise() {
             cpu::elementwise_into(op, &input, output)
@@ -126,6 +132,11 @@ pub fn measure_cpu(op: Op, shape: &[usize], runs: usize) -> Result<Measurement> 
         gbps,
         copy_gbps,
         copy_ratio: gbps / copy_gbps,
+        temperature: if op.is_elementwise() {
+            1.0
+        } else {
+            temperature
+        },
         timer: "host clock",
     })
 }
@@ -203,7 +214,14 @@ impl<'a> GpuTimer<'a> {
 /// Times `op` on `shape` on `engine`, `runs` times after one warm-up run that compiles the
 /// pipelines: the kernel alone, the slice-in, Vec-out call, and a device copy of the same
 /// bytes.
-pub fn measure_gpu(engine: &Engine, op: Op, shape: &[usize], runs: usize) -> Result<Measurement> {
+/// Softmax ops run at `temperature`, which the elementwise ops ignore.
+pub fn measure_gpu(
+    engine: &Engine,
+    op: Op,
+    shape: &[usize],
+    temperature: f32,
+    runs: usize,
+) -> Result<Measurement> {
     let (rows, cols) = rows_cols(op, shape);
     let host_input = bench_input(rows * cols);
     let mut host_output = vec![0.0f32; host_input.len()];
@@ -213,7 +231,7 @@ pub fn measure_gpu(engine: &Engine, op: Op, shape: &[usize], runs: usize) -> Res
     let timer = GpuTimer::new(engine);
     let _gl_context = engine.lock_gl_context();
 
-    let options = softmax_options(op);
+    let options = softmax_options(op, temperature)?;
     let record_op = |encoder: &mut wgpu::CommandEncoder| {
         let (from, to) = (BufferRegion::whole(&input), BufferRegion::whole(&output));
         if op.is_elementwise() {
@@ -263,6 +281,11 @@ pub fn measure_gpu(engine: &Engine, op: Op, shape: &[usize], runs: usize) -> Res
         gbps,
         copy_gbps,
         copy_ratio: gbps / copy_gbps,
+        temperature: if op.is_elementwise() {
+            1.0
+        } else {
+            temperature
+        },
         timer: timer.name(),
     })
 }

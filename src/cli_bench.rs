@@ -47,6 +47,7 @@ struct Record<'a> {
     copy_gbps: f64,
     copy_ratio: f64,
     timer: &'a str,
+    temperature: f32,
 }
 
 /// Returns the op's name as the CLI and the JSON spell it.
@@ -59,6 +60,7 @@ pub fn run(
     gpu: Option<&Backend>,
     cpu: bool,
     cases: &[(Op, Vec<usize>)],
+    temperature: f32,
     runs: usize,
 ) -> sigmax::Result<Vec<Measurement>> {
     let mut measurements = Vec::new();
@@ -69,13 +71,13 @@ pub fn run(
                 op_name(*op),
                 engine.adapter_info().name
             );
-            measurements.push(bench::measure_gpu(engine, *op, shape, runs)?);
+            measurements.push(bench::measure_gpu(engine, *op, shape, temperature, runs)?);
             // Free this shape's buffers before the next, larger one.
             engine.release_pooled_buffers();
         }
         if cpu {
             log::info!("measuring {} {shape:?} on the CPU", op_name(*op));
-            measurements.push(bench::measure_cpu(*op, shape, runs)?);
+            measurements.push(bench::measure_cpu(*op, shape, temperature, runs)?);
         }
     }
     Ok(measurements)
@@ -84,13 +86,13 @@ pub fn run(
 /// Prints the table of measurements on stdout.
 pub fn print_table(measurements: &[Measurement]) {
     println!(
-        "{:<8} {:<16} {:<8} {:>10} {:>14} {:>8} {:>10} {:>11}",
+        "{:<11} {:<16} {:<8} {:>10} {:>14} {:>8} {:>10} {:>11}",
         "op", "shape", "backend", "kernel ms", "end-to-end ms", "GB/s", "copy GB/s", "copy ratio"
     );
     for m in measurements {
         let shape: Vec<String> = m.shape.iter().map(|d| d.to_string()).collect();
         println!(
-            "{:<8} {:<16} {:<8} {:>10.3} {:>14.3} {:>8.2} {:>10.2} {:>11.2}",
+            "{:<11} {:<16} {:<8} {:>10.3} {:>14.3} {:>8.2} {:>10.2} {:>11.2}",
             op_name(m.op),
             shape.join("x"),
             m.backend,
@@ -133,6 +135,7 @@ pub fn write_json(path: &Path, measurements: &[Measurement]) -> sigmax::Result<(
             copy_gbps: m.copy_gbps,
             copy_ratio: m.copy_ratio,
             timer: m.timer,
+            temperature: m.temperature,
         })
         .collect();
     io::write_atomic(path, |out| {

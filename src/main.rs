@@ -58,9 +58,12 @@ struct BenchArgs {
     /// sigmoid and softmax shapes runs.
     #[arg(long, short, value_parser = cli_bench::parse_shape)]
     shape: Vec<Vec<usize>>,
-    /// Op to measure on each `--shape`; repeat for several. Defaults to both.
+    /// Op to measure on each `--shape`; repeat for several. Defaults to sigmoid and softmax.
     #[arg(long, value_enum)]
     op: Vec<OpArg>,
+    /// Temperature T > 0 of the softmax ops, which the elementwise ops ignore.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    temperature: f32,
     /// Timed runs per measurement, after one warm-up run; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
@@ -364,6 +367,11 @@ fn verify_against_reference(
 }
 
 fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
+    let options = SoftmaxOptions {
+        temperature: args.temperature,
+        ..SoftmaxOptions::default()
+    };
+    options.validate()?;
     if let Some(path) = &args.json {
         io::check_output_folder(path)?;
     }
@@ -388,7 +396,13 @@ fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
         _ => Some(open_backend(args.backend, args.adapter.as_deref())?),
     };
     let gpu = gpu.filter(|backend| matches!(backend, Backend::Gpu(_)));
-    let measurements = cli_bench::run(gpu.as_ref(), true, &cases, args.runs as usize)?;
+    let measurements = cli_bench::run(
+        gpu.as_ref(),
+        true,
+        &cases,
+        args.temperature,
+        args.runs as usize,
+    )?;
 
     cli_bench::print_table(&measurements);
     if let Some(path) = &args.json {

@@ -273,6 +273,8 @@ fn bench_writes_table_and_json() {
                 "gbps",
                 "copy_gbps",
                 "copy_ratio",
+                "timer",
+                "temperature",
             ] {
                 assert!(
                     record.get(key).is_some(),

@@ -206,7 +206,9 @@ fn sigmoid_never_negative() {
 
 #[test]
 fn log_sigmoid_and_silu_vectors() {
-    let input = [-100.0f32, -20.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 20.0, 100.0];
+    let input = [
+        -100.0f32, -85.0, -20.0, -1.0, -1e-3, -1e-26, -3e-37, 0.0, 3e-37, 1e-3, 1.0, 20.0, 100.0,
+    ];
     let log_sigmoid: Vec<f64> = input
         .iter()
         .map(|&x| {
