@@ -12,7 +12,7 @@
 //! on absolute error.
 
 use sigmax::verify::Bound;
-use sigmax::{Backend, Engine, EngineOptions, Op, SoftmaxOptions, cpu};
+use sigmax::{Backend, Engine, EngineOptions, EntropyUnit, Op, SoftmaxOptions, cpu};
 
 /// Inputs of the elementwise ops: `count` finite f32 spread over the whole range (uniform over
 /// bit patterns, so every exponent gets the same share), then every multiple of 2^-12 in
@@ -157,6 +157,27 @@ fn main() -> sigmax::Result<()> {
                     cells.join(" | ")
                 );
             }
+        }
+        for (label, temperature, scale) in option_sets {
+            let options = SoftmaxOptions {
+                temperature,
+                scale,
+                ..SoftmaxOptions::default()
+            };
+            let unit = EntropyUnit::Nats;
+            let expected = cpu::entropy(&rows.data, rows.rows, rows.cols, &options, unit)?;
+            let mut cells = Vec::new();
+            for backend in &backends {
+                let got = backend.entropy(&rows.data, rows.rows, rows.cols, &options, unit)?;
+                cells.push(format!("{:.2}", worst(Op::Entropy, &got, &expected)));
+            }
+            println!(
+                "| entropy | {label} | {} [{}, {}] | {} |",
+                rows.name,
+                rows.rows,
+                rows.cols,
+                cells.join(" | ")
+            );
         }
     }
     Ok(())

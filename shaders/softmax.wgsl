@@ -1,18 +1,23 @@
-// Softmax and log-softmax over the last axis of a row-major [rows, cols] array of f32:
-// p_i = exp(z_i - m) / d and log p_i = (z_i - m) - log d, with z = c * x for the scale
+// Softmax, log-softmax and entropy over the last axis of a row-major [rows, cols] array of
+// f32: p_i = exp(z_i - m) / d, log p_i = (z_i - m) - log d and H = -sum_i p_i log p_i
+// = log d - (sum_i exp(z_i - m) (z_i - m)) / d, with z = c * x for the scale
 // c = scale / temperature (1 unless SCALED), m the row max of z and d = sum_j exp(z_j - m).
 //
 // Bindings (group 0), keep in sync with `kernels::softmax` in src/kernels/softmax.rs:
 //   0  uniform              Params
 //   1  storage, read        input     (f32)
-//   2  storage, read_write  output    (f32)
-//   3  storage, read_write  partials  (vec2<u32>: max key, sum bits), `partials_per_block` per block
+//   2  storage, read_write  output    (f32; with ENTROPY, one per row)
+//   3  storage, read_write  partials  (vec4<u32>: max key, sum bits, entropy sum bits, 0),
+//                                     `partials_per_block` per block
 //   4  storage, read_write  row_stats (vec2<u32>: max key, sum bits), one per row
 //
 // Pipeline constants (overrides), set by the launcher:
 //   LOG_OUTPUT        write log-softmax instead of softmax.
 //   MASKED_ROWS_ZERO  a row whose logits are all -inf gives 0 (log-softmax: -inf), not NaN.
 //   SCALED            multiply the logits by c, given in Params as an unevaluated sum.
+//   ENTROPY           write each row's entropy, times `entropy_scale`, instead of the row.
+//                     Only the scalar entry points take it; the split path then ends with
+//                     softmax_merge, which writes the entropy.
 //
 // Non-finite logits, as PyTorch 2 treats them: a -inf logit gives 0 (log-softmax: -inf), and a
 // row holding +inf or NaN gives NaN everywhere. The max is taken over order keys (common.wgsl),
@@ -57,6 +62,7 @@
 override LOG_OUTPUT: bool = false;
 override MASKED_ROWS_ZERO: bool = false;
 override SCALED: bool = false;
+override ENTROPY: bool = false;
 
 struct Params {
     // Element offset of the chunk's first element inside the input binding.
@@ -90,6 +96,8 @@ struct Params {
     c1: f32,
     c2: f32,
     c_lo: f32,
+    // Unit of the entropy: 1 for nats, 1 / ln 2 for bits.
+    entropy_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -99,7 +107,7 @@ struct Params {
 // no entry point uses both views.
 @group(0) @binding(1) var<storage, read> input4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> output4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> partials: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read_write> partials: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> row_stats: array<vec2<u32>>;
 
 fn workgroup_index(workgroup: vec3<u32>) -> u32 {
@@ -119,9 +127,30 @@ fn shifted(x: f32, m: f32) -> vec2<f32> {
 
 // exp(z - m) for the logit x: 0 for -inf. x is finite or -inf, and m is finite.
 fn exp_term(x: f32, m: f32) -> f32 {
+    return exp_and_shift(x, m).x;
+}
+
+// (exp(z - m), z - m) for the logit x: (0, 0) for -inf.
+fn exp_and_shift(x: f32, m: f32) -> vec2<f32> {
     let excluded = is_neg_inf(x);
     let d = shifted(select(x, m, excluded), m);
-    return select(exp_nonpositive(d.x, d.y), 0.0, excluded);
+    return select(vec2(exp_nonpositive(d.x, d.y), d.x + d.y), vec2(0.0), excluded);
+}
+
+// Adds the terms of x to the compensated sums of exp(z - m) and, with ENTROPY, of
+// exp(z - m) * (z - m). Returns exp(z - m).
+fn accumulate(x: f32, m: f32, sum: ptr<function, vec2<f32>>, entropy_sum: ptr<function, vec2<f32>>) -> f32 {
+    let term = exp_and_shift(x, m);
+    *sum = add_compensated(*sum, term.x, params.one);
+    if ENTROPY {
+        *entropy_sum = add_compensated(*entropy_sum, term.x * term.y, params.one);
+    }
+    return term.x;
+}
+
+// The entropy of a row with sum d and entropy sum s: log d - s / d, in the requested unit.
+fn entropy(d: f32, s: f32) -> f32 {
+    return (log_accurate(d) - s / d) * params.entropy_scale;
 }
 
 fn exp_term4(x: vec4<f32>, m: f32) -> vec4<f32> {
@@ -164,7 +193,7 @@ fn finish4(x: vec4<f32>, e: vec4<f32>, row: Row) -> vec4<f32> {
 // The value of every element of a row whose max key is not finite: NaN for a row holding +inf
 // or NaN; for a row of only -inf, NaN, or with MASKED_ROWS_ZERO 0 (log-softmax: -inf).
 fn non_finite_fill(key: u32) -> f32 {
-    let zero_fill = select(0.0, neg_inf(), LOG_OUTPUT);
+    let zero_fill = select(0.0, neg_inf(), LOG_OUTPUT && !ENTROPY);
     return select(nan(), zero_fill, MASKED_ROWS_ZERO && key <= KEY_NEG_INF);
 }
 
@@ -223,6 +252,10 @@ fn softmax_small_rows(
     }
     if !key_is_finite(key) {
         let fill = non_finite_fill(key);
+        if ENTROPY {
+            output[params.out_offset + row] = fill;
+            return;
+        }
         for (var i = 0u; i < params.cols; i++) {
             output[out_start + i] = fill;
         }
@@ -233,12 +266,16 @@ fn softmax_small_rows(
     // of evaluating exp again; the row is in cache by then.
     let m = key_value(key);
     var sum = vec2(0.0);
+    var entropy_sum = vec2(0.0);
     for (var i = 0u; i < params.cols; i++) {
-        let e = exp_term(input[in_start + i], m);
-        if !LOG_OUTPUT {
+        let e = accumulate(input[in_start + i], m, &sum, &entropy_sum);
+        if !LOG_OUTPUT && !ENTROPY {
             output[out_start + i] = e;
         }
-        sum = add_compensated(sum, e, params.one);
+    }
+    if ENTROPY {
+        output[params.out_offset + row] = entropy(sum.x + sum.y, entropy_sum.x + entropy_sum.y);
+        return;
     }
     let stats = finite_row(key, sum.x + sum.y);
     for (var i = 0u; i < params.cols; i++) {
@@ -300,9 +337,9 @@ fn softmax_small_rows_vec4(
 
 // ---- One workgroup per row, and blocks of long rows ----
 
-// Returns (max key, sum of exp(z - max)) over input[start .. start + len); the sum is 0
-// unless the key is finite.
-fn block_stats(invocation: Invocation, start: u32, len: u32) -> vec2<u32> {
+// Returns (max key, sum of exp(z - max), with ENTROPY sum of exp(z - max) * (z - max), 0)
+// over input[start .. start + len); the sums are 0 unless the key is finite.
+fn block_stats(invocation: Invocation, start: u32, len: u32) -> vec4<u32> {
     let lane = invocation.index;
     var local_key = 0u;
     for (var i = lane; i < len; i += WG_SIZE) {
@@ -314,15 +351,21 @@ fn block_stats(invocation: Invocation, start: u32, len: u32) -> vec2<u32> {
     // the key is not finite, m = 0 keeps each exp argument finite, and the sum is dropped.
     let m = row_max_or_zero(key);
     var local_sum = vec2(0.0);
+    var local_entropy_sum = vec2(0.0);
     for (var i = lane; i < len; i += WG_SIZE) {
-        local_sum = add_compensated(local_sum, exp_term(input[start + i], m), params.one);
+        accumulate(input[start + i], m, &local_sum, &local_entropy_sum);
     }
     let sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
-    return vec2(key, bitcast<u32>(select(0.0, sum, key_is_finite(key))));
+    var entropy_sum = 0.0;
+    if ENTROPY {
+        entropy_sum = reduce_sum(invocation, local_entropy_sum.x + local_entropy_sum.y, params.one);
+    }
+    let finite = key_is_finite(key);
+    return vec4(key, bitcast<u32>(select(0.0, sum, finite)), bitcast<u32>(select(0.0, entropy_sum, finite)), 0u);
 }
 
 // As block_stats, over input4[start .. start + len), counted in vec4s.
-fn block_stats4(invocation: Invocation, start: u32, len: u32) -> vec2<u32> {
+fn block_stats4(invocation: Invocation, start: u32, len: u32) -> vec4<u32> {
     let lane = invocation.index;
     var keys = vec4(0u);
     for (var k = lane; k < len; k += WG_SIZE) {
@@ -336,7 +379,7 @@ fn block_stats4(invocation: Invocation, start: u32, len: u32) -> vec2<u32> {
         sum = add_compensated4(sum, exp_term4(input4[start + k], m));
     }
     let total = reduce_sum(invocation, total4(sum), params.one);
-    return vec2(key, bitcast<u32>(select(0.0, total, key_is_finite(key))));
+    return vec4(key, bitcast<u32>(select(0.0, total, key_is_finite(key))), 0u, 0u);
 }
 
 // Writes the output of input[in_start .. in_start + len) to output[out_start ..], each lane
@@ -393,7 +436,22 @@ fn softmax_rows(
     let in_start = params.in_offset + row * params.cols;
     let out_start = params.out_offset + row * params.cols;
     let stats = block_stats(invocation, in_start, params.cols);
-    write_block(invocation.index, in_start, out_start, params.cols, stats);
+    if ENTROPY {
+        if invocation.index == 0u {
+            output[params.out_offset + row] = row_entropy(stats);
+        }
+        return;
+    }
+    write_block(invocation.index, in_start, out_start, params.cols, stats.xy);
+}
+
+// The entropy of a row from its (max key, sum, entropy sum), or the fill of a row that is not
+// finite.
+fn row_entropy(stats: vec4<u32>) -> f32 {
+    if !key_is_finite(stats.x) {
+        return non_finite_fill(stats.x);
+    }
+    return entropy(bitcast<f32>(stats.y), bitcast<f32>(stats.z));
 }
 
 // Position of one block of a split row inside the chunk.
@@ -473,14 +531,15 @@ fn softmax_lane_partials(
         key = max(key, order_key(input[start + i]));
     }
     var sum = vec2(0.0);
+    var entropy_sum = vec2(0.0);
     if key_is_finite(key) {
         let m = key_value(key);
         for (var i = lane; i < block.len; i += WG_SIZE) {
-            sum = add_compensated(sum, exp_term(input[start + i], m), params.one);
+            accumulate(input[start + i], m, &sum, &entropy_sum);
         }
     }
-    // A lane past the end of a short block writes the empty partial (0, 0).
-    partials[first_partial(block) + lane] = vec2(key, bitcast<u32>(sum.x + sum.y));
+    // A lane past the end of a short block writes the empty partial (0, 0, 0).
+    partials[first_partial(block) + lane] = vec4(key, bitcast<u32>(sum.x + sum.y), bitcast<u32>(entropy_sum.x + entropy_sum.y), 0u);
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -508,7 +567,7 @@ fn softmax_lane_partials_vec4(
             sum = add_compensated4(sum, exp_term4(input4[start + k], m));
         }
     }
-    partials[first_partial(block) + lane] = vec2(key, bitcast<u32>(total4(sum)));
+    partials[first_partial(block) + lane] = vec4(key, bitcast<u32>(total4(sum)), 0u, 0u);
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -531,19 +590,34 @@ fn softmax_merge(
         local_key = max(local_key, partials[first + p].x);
     }
     let key = reduce_max(invocation, local_key);
+    // With ENTROPY, a partial's entropy sum s_b is relative to its own max m_b:
+    // sum exp(z - m) (z - m) = exp(m_b - m) (s_b + d_b (m_b - m)).
     let m = row_max_or_zero(key);
     var local_sum = vec2(0.0);
+    var local_entropy_sum = vec2(0.0);
     for (var p = lane; p < count; p += WG_SIZE) {
         let partial = partials[first + p];
         let finite = key_is_finite(partial.x) && key_is_finite(key);
         let d = shifted(select(m, key_value(partial.x), finite), m);
-        let term = select(0.0, bitcast<f32>(partial.y) * exp_nonpositive(d.x, d.y), finite);
-        local_sum = add_compensated(local_sum, term, params.one);
+        let factor = select(0.0, exp_nonpositive(d.x, d.y), finite);
+        let partial_sum = bitcast<f32>(partial.y);
+        local_sum = add_compensated(local_sum, partial_sum * factor, params.one);
+        if ENTROPY {
+            let term = factor * (bitcast<f32>(partial.z) + partial_sum * (d.x + d.y));
+            local_entropy_sum = add_compensated(local_entropy_sum, term, params.one);
+        }
     }
     let sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
+    var entropy_sum = 0.0;
+    if ENTROPY {
+        entropy_sum = reduce_sum(invocation, local_entropy_sum.x + local_entropy_sum.y, params.one);
+    }
 
     if lane == 0u {
         row_stats[row] = vec2(key, bitcast<u32>(sum));
+        if ENTROPY {
+            output[params.out_offset + row] = row_entropy(vec4(key, bitcast<u32>(sum), bitcast<u32>(entropy_sum), 0u));
+        }
     }
 }
 

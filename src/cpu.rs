@@ -2,7 +2,7 @@
 //! that GPU results are checked against, written for clarity, not speed.
 
 use crate::error::{Error, Result};
-use crate::options::{MaskedRows, SoftmaxOptions};
+use crate::options::{EntropyUnit, MaskedRows, SoftmaxOptions};
 use crate::planner::Op;
 
 /// Sigmoid of one value in f64, in the form that cannot overflow.
@@ -32,7 +32,7 @@ pub fn elementwise_into(op: Op, input: &[f32], output: &mut [f32]) -> Result<()>
         Op::Sigmoid => sigmoid_f64,
         Op::LogSigmoid => log_sigmoid_f64,
         Op::Silu => silu_f64,
-        Op::Softmax | Op::LogSoftmax => {
+        Op::Softmax | Op::LogSoftmax | Op::Entropy => {
             return Err(Error::InvalidArgument(format!(
                 "{} is not elementwise; call softmax_with_into",
                 op.name()
@@ -133,6 +133,81 @@ fn softmax_row(x: &[f32], y: &mut [f32], factor: f64, options: &SoftmaxOptions) 
             (shifted(v).exp() / sum) as f32
         };
     }
+}
+
+/// Returns the entropy of the softmax distribution of each row of `input` with `options`, one
+/// value per row, in `unit`. 0 log 0 counts as 0.
+pub fn entropy(
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+    unit: EntropyUnit,
+) -> Result<Vec<f32>> {
+    let mut output = vec![0.0; rows];
+    entropy_into(input, rows, cols, options, unit, &mut output)?;
+    Ok(output)
+}
+
+/// Writes the entropy of each row's softmax distribution into `output`, one value per row.
+/// A row holding +inf or NaN gives NaN, and a row of only -inf NaN, or 0 under
+/// `MaskedRows::Zero`.
+pub fn entropy_into(
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+    unit: EntropyUnit,
+    output: &mut [f32],
+) -> Result<()> {
+    options.validate()?;
+    let elements = shape_elements(rows, cols)?;
+    check_len("input", input.len(), elements)?;
+    check_len("output", output.len(), rows)?;
+    check_entropy_shape(rows, cols)?;
+    if elements == 0 {
+        return Ok(());
+    }
+    let factor = options.factor();
+    for (x, y) in input.chunks_exact(cols).zip(output.iter_mut()) {
+        *y = row_entropy(x, factor, options, unit) as f32;
+    }
+    Ok(())
+}
+
+fn row_entropy(x: &[f32], factor: f64, options: &SoftmaxOptions, unit: EntropyUnit) -> f64 {
+    if x.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
+        return f64::NAN;
+    }
+    let max = x
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    if max == f64::NEG_INFINITY {
+        return match options.masked_rows {
+            MaskedRows::Nan => f64::NAN,
+            MaskedRows::Zero => 0.0,
+        };
+    }
+    // H = log d - sum(e * s) / d with s = z - max z and e = exp(s); -inf logits add nothing.
+    let (mut sum, mut weighted) = (0.0, 0.0);
+    for &v in x.iter().filter(|v| v.is_finite()) {
+        let shifted = factor * (v as f64 - max);
+        let e = shifted.exp();
+        sum += e;
+        weighted += e * shifted;
+    }
+    (sum.ln() - weighted / sum) * unit.per_nat()
+}
+
+/// Rejects rows of no element, whose entropy is undefined.
+pub(crate) fn check_entropy_shape(rows: usize, cols: usize) -> Result<()> {
+    if rows > 0 && cols == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "the entropy of rows of 0 elements is undefined; the input has {rows} such rows"
+        )));
+    }
+    Ok(())
 }
 
 /// Returns rows * cols, or an error when it overflows.

@@ -40,7 +40,7 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use kernels::BufferRegion;
-pub use options::{MaskedRows, SoftmaxOptions};
+pub use options::{EntropyUnit, MaskedRows, SoftmaxOptions};
 pub use planner::Op;
 /// The wgpu version that sigmax is built on, for callers of the launchers.
 pub use wgpu;
@@ -138,6 +138,22 @@ impl Backend {
         match self {
             Backend::Cpu => cpu::softmax_with_into(input, rows, cols, options, output),
             Backend::Gpu(engine) => engine.softmax_with_into(input, rows, cols, options, output),
+        }
+    }
+
+    /// Returns the entropy of the softmax distribution of each row of `input` with `options`,
+    /// one value per row, in `unit`.
+    pub fn entropy(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        unit: EntropyUnit,
+    ) -> Result<Vec<f32>> {
+        match self {
+            Backend::Cpu => cpu::entropy(input, rows, cols, options, unit),
+            Backend::Gpu(engine) => engine.entropy(input, rows, cols, options, unit),
         }
     }
 }

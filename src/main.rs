@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use sigmax::io::{self, Array};
 use sigmax::verify::{self, Bound};
 use sigmax::{
-    AdapterChoice, Backend, Engine, EngineOptions, Error, MaskedRows, Op, SoftmaxOptions,
+    AdapterChoice, Backend, Engine, EngineOptions, EntropyUnit, Error, MaskedRows, Op,
+    SoftmaxOptions,
 };
 
 /// Exit code of bad input: a missing or malformed file, or an invalid argument.
@@ -40,6 +41,9 @@ enum Command {
     Silu(OpArgs),
     /// Softmax or log-softmax over the last axis; a 1-D input is one row.
     Softmax(SoftmaxArgs),
+    /// Entropy of the softmax distribution of each row (nats unless --bits); the output has
+    /// the input's shape without its last axis.
+    Entropy(EntropyArgs),
     /// List every adapter found, with the limits that matter to sigmax.
     Adapters,
     /// Time each op on the GPU and the CPU, next to a copy of the same bytes.
@@ -100,6 +104,24 @@ struct SoftmaxArgs {
     /// Write log-softmax, (z - max) - log(sum of exp(z - max)), instead of softmax.
     #[arg(long)]
     log: bool,
+    #[command(flatten)]
+    distribution: DistributionArgs,
+}
+
+#[derive(Args)]
+struct EntropyArgs {
+    #[command(flatten)]
+    common: OpArgs,
+    /// Write the entropy in bits (base-2 logarithms) instead of nats.
+    #[arg(long)]
+    bits: bool,
+    #[command(flatten)]
+    distribution: DistributionArgs,
+}
+
+/// Options of the softmax distribution, shared by `softmax` and `entropy`.
+#[derive(Args)]
+struct DistributionArgs {
     /// Temperature T > 0: softmax of x / T, the Boltzmann distribution.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     temperature: f32,
@@ -118,10 +140,10 @@ enum MaskedRowsArg {
     Zero,
 }
 
-impl SoftmaxArgs {
-    fn options(&self) -> SoftmaxOptions {
+impl DistributionArgs {
+    fn options(&self, log: bool) -> SoftmaxOptions {
         SoftmaxOptions {
-            log: self.log,
+            log,
             temperature: self.temperature,
             scale: self.scale,
             masked_rows: match self.masked_rows {
@@ -137,6 +159,7 @@ impl SoftmaxArgs {
 enum Job {
     Elementwise(Op),
     Softmax(SoftmaxOptions),
+    Entropy(SoftmaxOptions, EntropyUnit),
 }
 
 impl Job {
@@ -144,6 +167,15 @@ impl Job {
         match self {
             Job::Elementwise(op) => op,
             Job::Softmax(options) => options.op(),
+            Job::Entropy(..) => Op::Entropy,
+        }
+    }
+
+    /// Returns the output's shape for an input of `shape`: the entropy drops the last axis.
+    fn output_shape(self, shape: &[usize]) -> Vec<usize> {
+        match self {
+            Job::Entropy(..) => shape[..shape.len().saturating_sub(1)].to_vec(),
+            _ => shape.to_vec(),
         }
     }
 }
@@ -211,7 +243,19 @@ fn main() -> ExitCode {
         Command::Sigmoid(args) => run_op(Job::Elementwise(Op::Sigmoid), &args),
         Command::LogSigmoid(args) => run_op(Job::Elementwise(Op::LogSigmoid), &args),
         Command::Silu(args) => run_op(Job::Elementwise(Op::Silu), &args),
-        Command::Softmax(args) => run_op(Job::Softmax(args.options()), &args.common),
+        Command::Softmax(args) => {
+            let job = Job::Softmax(args.distribution.options(args.log));
+            run_op(job, &args.common)
+        }
+        Command::Entropy(args) => {
+            let unit = if args.bits {
+                EntropyUnit::Bits
+            } else {
+                EntropyUnit::Nats
+            };
+            let job = Job::Entropy(args.distribution.options(false), unit);
+            run_op(job, &args.common)
+        }
         Command::Adapters => {
             print_adapters();
             Ok(())
@@ -264,11 +308,15 @@ fn compute(job: Job, backend: &Backend, input: &Array) -> sigmax::Result<Vec<f32
             let (rows, cols) = input.rows_cols();
             backend.softmax_with(&input.data, rows, cols, &options)
         }
+        Job::Entropy(options, unit) => {
+            let (rows, cols) = input.rows_cols();
+            backend.entropy(&input.data, rows, cols, &options, unit)
+        }
     }
 }
 
 fn run_op(job: Job, args: &OpArgs) -> Result<(), Failure> {
-    if let Job::Softmax(options) = job {
+    if let Job::Softmax(options) | Job::Entropy(options, _) = job {
         options.validate()?;
     }
     let op = job.op();
@@ -289,12 +337,12 @@ fn run_op(job: Job, args: &OpArgs) -> Result<(), Failure> {
 
     let result = Array {
         data: output,
-        shape: input.shape.clone(),
+        shape: job.output_shape(&input.shape),
     };
     io::write_npy(&args.output, &result)?;
 
     if args.verify {
-        verify_against_reference(job, &input, &result.data, &args.input)?;
+        verify_against_reference(job, &input, &result, &args.input)?;
     }
     Ok(())
 }
@@ -302,9 +350,10 @@ fn run_op(job: Job, args: &OpArgs) -> Result<(), Failure> {
 fn verify_against_reference(
     job: Job,
     input: &Array,
-    output: &[f32],
+    result: &Array,
     path: &Path,
 ) -> Result<(), Failure> {
+    let output = &result.data[..];
     let expected = compute(job, &Backend::Cpu, input)?;
     let op = job.op();
     let bound = Bound::of(op);
@@ -312,7 +361,7 @@ fn verify_against_reference(
     let at = |index: usize| {
         format!(
             "at {} (got {:e}, expected {:e})",
-            verify::format_index(index, &input.shape),
+            verify::format_index(index, &result.shape),
             output[index],
             expected[index]
         )

@@ -13,6 +13,26 @@ pub enum MaskedRows {
     Zero,
 }
 
+/// The unit of an entropy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EntropyUnit {
+    /// Natural logarithms.
+    #[default]
+    Nats,
+    /// Base-2 logarithms.
+    Bits,
+}
+
+impl EntropyUnit {
+    /// Returns the factor from nats to this unit.
+    pub fn per_nat(self) -> f64 {
+        match self {
+            EntropyUnit::Nats => 1.0,
+            EntropyUnit::Bits => std::f64::consts::LOG2_E,
+        }
+    }
+}
+
 /// Options of softmax: the output form (softmax or log-softmax) of `scale * x / temperature`,
 /// and the output of rows without a finite logit.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -59,8 +59,11 @@ pub const MAX_MERGE_TRIPS: u32 = 4096;
 /// Bytes of one f32 element.
 pub const F32_BYTES: u64 = 4;
 
-/// Bytes of one (max, sum) pair in the partials and row-stats buffers.
+/// Bytes of one (max, sum) pair in the row-stats buffer.
 pub const STATS_BYTES: u64 = 8;
+
+/// Bytes of one partial: max, sum, entropy sum and padding.
+pub const PARTIAL_BYTES: u64 = 16;
 
 /// Largest host batch of the slice-in, Vec-out API, in bytes of input. Input, output and
 /// staging buffers of one batch are alive together, so this bounds device memory at about
@@ -80,16 +83,19 @@ pub enum Op {
     Softmax,
     /// Log-softmax over the last axis, (z - max) - log(sum of exp(z - max)).
     LogSoftmax,
+    /// Entropy of the softmax distribution of each row, -sum p log p, one value per row.
+    Entropy,
 }
 
 impl Op {
     /// Every op, in the order of the CLI's subcommands.
-    pub const ALL: [Op; 5] = [
+    pub const ALL: [Op; 6] = [
         Op::Sigmoid,
         Op::LogSigmoid,
         Op::Silu,
         Op::Softmax,
         Op::LogSoftmax,
+        Op::Entropy,
     ];
 
     /// Whether the op maps each element alone, ignoring the row structure.
@@ -105,6 +111,7 @@ impl Op {
             Op::Silu => "silu",
             Op::Softmax => "softmax",
             Op::LogSoftmax => "log-softmax",
+            Op::Entropy => "entropy",
         }
     }
 }
@@ -373,13 +380,13 @@ fn plan_softmax_split(rows: u64, cols: u64, caps: &DeviceCaps) -> Result<Plan> {
     }
     // One partial per lane where barriers are expensive, if the merge and the partials
     // buffer allow that many.
-    let lane_partials_bytes = rows * blocks_per_row * WORKGROUP_SIZE as u64 * STATS_BYTES;
+    let lane_partials_bytes = rows * blocks_per_row * WORKGROUP_SIZE as u64 * PARTIAL_BYTES;
     let lane_partials = caps.cpu_adapter
         && LANE_PARTIALS_CPU
         && blocks_per_row <= MAX_MERGE_TRIPS as u64
         && lane_partials_bytes <= caps.max_storage_binding_bytes;
     let partials_per_block = if lane_partials { WORKGROUP_SIZE } else { 1 };
-    let partials_bytes = rows * blocks_per_row * partials_per_block as u64 * STATS_BYTES;
+    let partials_bytes = rows * blocks_per_row * partials_per_block as u64 * PARTIAL_BYTES;
     if partials_bytes > caps.max_storage_binding_bytes {
         return Err(Error::TooLarge(format!(
             "the partials of {rows} rows of {cols} elements need {partials_bytes} bytes, \
@@ -731,12 +738,12 @@ mod tests {
         assert!(!lane_partials(
             &plan(Op::Softmax, DType::F32, 1, longest + 1, &caps).unwrap()
         ));
-        // Lane partials of 2 blocks per row fill a 128 MiB binding at 32,768 rows.
+        // Lane partials of 2 blocks per row fill a 128 MiB binding at 16,384 rows.
         assert!(lane_partials(
-            &plan(Op::Softmax, DType::F32, 32_768, block + 1, &caps).unwrap()
+            &plan(Op::Softmax, DType::F32, 16_384, block + 1, &caps).unwrap()
         ));
         assert!(!lane_partials(
-            &plan(Op::Softmax, DType::F32, 32_769, block + 1, &caps).unwrap()
+            &plan(Op::Softmax, DType::F32, 16_385, block + 1, &caps).unwrap()
         ));
     }
 

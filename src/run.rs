@@ -2,11 +2,11 @@
 
 use bytemuck::Pod;
 
-use crate::cpu::{check_len, shape_elements};
+use crate::cpu::{check_entropy_shape, check_len, shape_elements};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernels::BufferRegion;
-use crate::options::SoftmaxOptions;
+use crate::options::{EntropyUnit, SoftmaxOptions};
 use crate::planner::{self, F32_BYTES, Op};
 
 impl Engine {
@@ -165,6 +165,39 @@ impl Engine {
         self.run(Job::Softmax(*options), input, rows, cols, output)
     }
 
+    /// Returns the entropy of the softmax distribution of each row of `input` with `options`,
+    /// one value per row, in `unit`.
+    pub fn entropy(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        unit: EntropyUnit,
+    ) -> Result<Vec<f32>> {
+        let mut output = vec![0.0; rows];
+        self.entropy_into(input, rows, cols, options, unit, &mut output)?;
+        Ok(output)
+    }
+
+    /// Writes the entropy of each row's softmax distribution into `output`, one value per row.
+    pub fn entropy_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        unit: EntropyUnit,
+        output: &mut [f32],
+    ) -> Result<()> {
+        options.validate()?;
+        let elements = shape_elements(rows, cols)?;
+        check_len("input", input.len(), elements)?;
+        check_len("output", output.len(), rows)?;
+        check_entropy_shape(rows, cols)?;
+        self.run(Job::Entropy(*options, unit), input, rows, cols, output)
+    }
+
     /// Runs `job` in host batches of whole rows, each uploaded, computed and read back in
     /// turn, so that device memory stays bounded whatever the input size.
     fn run(
@@ -180,12 +213,16 @@ impl Engine {
             let start = batch.start as usize * cols;
             let end = batch.end as usize * cols;
             let batch_rows = batch.end - batch.start;
+            let outputs = match job {
+                Job::Entropy(..) => batch.start as usize..batch.end as usize,
+                _ => start..end,
+            };
             self.run_batch(
                 job,
                 &input[start..end],
                 batch_rows,
                 cols as u64,
-                &mut output[start..end],
+                &mut output[outputs],
             )?;
         }
         Ok(())
@@ -201,6 +238,7 @@ impl Engine {
     ) -> Result<()> {
         self.scoped("running a batch", || {
             let bytes = input.len() as u64 * F32_BYTES;
+            let output_bytes = output.len() as u64 * F32_BYTES;
             let device = self.device();
             let input_buffer = self.pool.acquire(
                 device,
@@ -211,7 +249,7 @@ impl Engine {
             let output_buffer = self.pool.acquire(
                 device,
                 "output",
-                bytes,
+                output_bytes,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             );
             self.queue()
@@ -229,6 +267,9 @@ impl Engine {
                 Job::Softmax(options) => {
                     self.record_softmax_with(&mut encoder, from, to, rows, cols, &options)?
                 }
+                Job::Entropy(options, unit) => {
+                    self.record_entropy(&mut encoder, from, to, rows, cols, &options, unit)?
+                }
             }
             self.queue().submit([encoder.finish()]);
             self.read_f32(&output_buffer, 0, output)
@@ -241,4 +282,5 @@ impl Engine {
 enum Job {
     Elementwise(Op),
     Softmax(SoftmaxOptions),
+    Entropy(SoftmaxOptions, EntropyUnit),
 }

@@ -112,7 +112,7 @@ impl Bound {
             Op::Sigmoid => (2, 1e-37, 0.0),
             Op::Silu => (3, 1e-37, 0.0),
             Op::Softmax => (4, 1e-30, 0.0),
-            Op::LogSigmoid | Op::LogSoftmax => (4, 0.0, 1.0),
+            Op::LogSigmoid | Op::LogSoftmax | Op::Entropy => (4, 0.0, 1.0),
         };
         Bound {
             max_ulp,

@@ -448,3 +448,35 @@ fn bad_temperature_is_rejected() {
         assert!(!out.exists(), "T = {temperature}: an output was written");
     }
 }
+
+#[test]
+fn entropy_drops_last_axis() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("entropy.npy");
+    let proba = read_npy(&data("digits_proba.npy")).unwrap();
+    let expected: Vec<f64> = proba
+        .data
+        .chunks(10)
+        .map(|row| -row.iter().map(|&p| p as f64 * (p as f64).ln()).sum::<f64>())
+        .collect();
+    for backend in cli_backends() {
+        let input = data("digits_logits.npy");
+        let extra = ["--bits", "--backend", backend, "--verify"];
+        let output = run_op("entropy", &input, &out, &extra);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{backend}: {}",
+            stderr(&output)
+        );
+        let got = read_npy(&out).unwrap();
+        assert_eq!(got.shape, [1797], "{backend}");
+        for (row, (&g, &e)) in got.data.iter().zip(&expected).enumerate() {
+            let bits = e / std::f64::consts::LN_2;
+            assert!(
+                (g as f64 - bits).abs() < 1e-5,
+                "{backend}: row {row}: {g} vs {bits}"
+            );
+        }
+    }
+}

@@ -1,14 +1,15 @@
 //! The identities that tie the ops together, as property tests on every backend:
 //! sigmoid(x) = softmax([0, x])[1], sigmoid(-x) = 1 - sigmoid(x), shift invariance of softmax,
-//! exp(log_softmax) = softmax, and the limits of softmax(x / T) as T goes to 0 and to infinity.
+//! exp(log_softmax) = softmax, the limits of softmax(x / T) as T goes to 0 and to infinity,
+//! and the range of the entropy.
 
 mod common;
 
 use common::backends;
 use proptest::prelude::*;
-use sigmax::SoftmaxOptions;
+use sigmax::{EntropyUnit, SoftmaxOptions};
 
-/// The spacing of f32 values at the magnitude of `x`.
+/// Returns the spacing of f32 values at the magnitude of `x`.
 fn ulp(x: f32) -> f64 {
     let x = x.abs();
     (x.next_up() - x) as f64
@@ -132,6 +133,31 @@ proptest! {
                     "{}: element {index} is {value:e}, uniform is {uniform:e}", backend.name()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn entropy_lies_between_zero_and_log_cols(
+        x in prop::collection::vec(-30.0f32..30.0, 1..300),
+        constant in -100.0f32..100.0,
+    ) {
+        let cols = x.len();
+        let log_cols = (cols as f64).ln();
+        let mut rows = x.clone();
+        rows.extend(std::iter::repeat_n(constant, cols));
+        let options = SoftmaxOptions::default();
+        for backend in backends() {
+            let h = backend.entropy(&rows, 2, cols, &options, EntropyUnit::Nats).unwrap();
+            // Within the bound of 4 ULP of max(H, 1) of the interval's ends.
+            let slack = 4.0 * ulp(log_cols.max(1.0) as f32);
+            prop_assert!(
+                h[0] as f64 >= -slack && h[0] as f64 <= log_cols + slack,
+                "{}: H = {} outside [0, {log_cols}]", backend.name(), h[0]
+            );
+            prop_assert!(
+                (h[1] as f64 - log_cols).abs() <= slack,
+                "{}: H of a constant row = {}, log(cols) = {log_cols}", backend.name(), h[1]
+            );
         }
     }
 }

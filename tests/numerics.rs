@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{backends, softmax_each_variant_with};
+use common::{backends, entropy_each_variant, softmax_each_variant_with};
 use sigmax::verify::{Bound, ulp_distance};
-use sigmax::{Backend, MaskedRows, Op, SoftmaxOptions};
+use sigmax::{Backend, EntropyUnit, MaskedRows, Op, SoftmaxOptions};
 
 const INF: f32 = f32::INFINITY;
 const NAN: f32 = f32::NAN;
@@ -317,6 +317,80 @@ fn same_input_gives_identical_bits() {
                     .position(|(a, b)| a.to_bits() != b.to_bits());
                 assert_eq!(differs, None, "{}: run {run} differs", backend.name());
             }
+        }
+    }
+}
+
+/// Runs the entropy on every backend and kernel variant and checks each row's value.
+fn assert_entropy(
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+    expected: &[f64],
+    options: &SoftmaxOptions,
+    unit: EntropyUnit,
+) {
+    for backend in backends() {
+        for (label, got) in entropy_each_variant(backend, input, rows, cols, options, unit) {
+            for (row, (&g, &e)) in got.iter().zip(expected).enumerate() {
+                let context = format!("entropy of row {row} of [{rows}, {cols}] on {label}");
+                check(Op::Entropy, g, e as f32, &context);
+            }
+        }
+    }
+}
+
+#[test]
+fn entropy_of_constant_rows_is_log_cols() {
+    for cols in [1, 3, 40, 20_000, 20_001] {
+        let input = vec![2.5f32; 2 * cols];
+        let nats = (cols as f64).ln();
+        assert_entropy(&input, 2, cols, &[nats; 2], &softmax(), EntropyUnit::Nats);
+        let bits = (cols as f64).log2();
+        assert_entropy(&input, 2, cols, &[bits; 2], &softmax(), EntropyUnit::Bits);
+    }
+}
+
+#[test]
+fn entropy_of_non_finite_rows() {
+    for cols in [4, 40, 20_000] {
+        let mut input = vec![-INF; 5 * cols];
+        // Row 0: [1, 2, 3] and -inf padding. Row 1: one finite logit. Row 2: all -inf.
+        // Row 3: NaN. Row 4: +inf.
+        input[..3].copy_from_slice(&[1.0, 2.0, 3.0]);
+        input[cols] = 7.0;
+        input[3 * cols + 1] = NAN;
+        input[4 * cols] = INF;
+        let p = [
+            0.09003057317038046f64,
+            0.24472847105479764,
+            0.6652409557748218,
+        ];
+        let h = -p.iter().map(|p| p * p.ln()).sum::<f64>();
+        let expected = [h, 0.0, f64::NAN, f64::NAN, f64::NAN];
+        assert_entropy(&input, 5, cols, &expected, &softmax(), EntropyUnit::Nats);
+        let zero = SoftmaxOptions {
+            masked_rows: MaskedRows::Zero,
+            ..softmax()
+        };
+        let expected = [h, 0.0, 0.0, f64::NAN, f64::NAN];
+        assert_entropy(&input, 5, cols, &expected, &zero, EntropyUnit::Nats);
+    }
+}
+
+#[test]
+fn entropy_within_bound_with_temperature() {
+    for (rows, cols) in [(64, 300), (8, 9000), (3, 40_000)] {
+        let input = spread_logits(rows, cols, 20.0);
+        for temperature in [1.0, 0.3, 4.0] {
+            let options = SoftmaxOptions {
+                temperature,
+                ..softmax()
+            };
+            let expected =
+                sigmax::cpu::entropy(&input, rows, cols, &options, EntropyUnit::Nats).unwrap();
+            let expected: Vec<f64> = expected.iter().map(|&e| e as f64).collect();
+            assert_entropy(&input, rows, cols, &expected, &options, EntropyUnit::Nats);
         }
     }
 }

@@ -34,9 +34,14 @@ impl<'a> BufferRegion<'a> {
     /// Checks that `input` and `output` each hold `elements` f32, can be bound as storage, and
     /// lie in different buffers: wgpu rejects a buffer bound both read-only and read-write in
     /// one dispatch, and only at submit, outside sigmax's error scopes.
-    fn check_pair(input: &Self, output: &Self, elements: u64) -> Result<()> {
-        input.check("input", elements)?;
-        output.check("output", elements)?;
+    fn check_pair(
+        input: &Self,
+        output: &Self,
+        input_elements: u64,
+        output_elements: u64,
+    ) -> Result<()> {
+        input.check("input", input_elements)?;
+        output.check("output", output_elements)?;
         if input.buffer == output.buffer {
             return Err(Error::InvalidArgument(
                 "input and output are the same buffer; sigmax needs separate buffers (in-place \

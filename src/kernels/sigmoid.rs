@@ -54,7 +54,7 @@ impl Engine {
             Op::Sigmoid => 0.0,
             Op::LogSigmoid => 1.0,
             Op::Silu => 2.0,
-            Op::Softmax | Op::LogSoftmax => {
+            Op::Softmax | Op::LogSoftmax | Op::Entropy => {
                 return Err(Error::InvalidArgument(format!(
                     "{} is not elementwise; record it with record_softmax_with",
                     op.name()
@@ -66,7 +66,7 @@ impl Engine {
         if plan.chunks.is_empty() {
             return Ok(());
         }
-        BufferRegion::check_pair(&input, &output, len)?;
+        BufferRegion::check_pair(&input, &output, len, len)?;
 
         self.scoped(&format!("recording {}", op.name()), || {
             let alignment = self.caps().storage_offset_alignment;

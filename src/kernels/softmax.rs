@@ -5,8 +5,8 @@ use bytemuck::{Pod, Zeroable};
 use super::{BufferRegion, ParamsBuffer, storage_entry, uniform_entry};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::options::{MaskedRows, SoftmaxOptions};
-use crate::planner::{self, DType, Grid, Kernel, Plan, STATS_BYTES};
+use crate::options::{EntropyUnit, MaskedRows, SoftmaxOptions};
+use crate::planner::{self, DType, Grid, Kernel, Op, PARTIAL_BYTES, Plan, STATS_BYTES};
 use crate::shaders::{Reduction, ShaderFamily};
 
 /// Keep in sync with the bindings listed in shaders/softmax.wgsl.
@@ -39,6 +39,7 @@ struct Params {
     c1: f32,
     c2: f32,
     c_lo: f32,
+    entropy_scale: f32,
 }
 
 impl Engine {
@@ -91,6 +92,68 @@ impl Engine {
         options: &SoftmaxOptions,
         plan: &Plan,
     ) -> Result<()> {
+        self.record_rows(encoder, input, output, rows, cols, options, None, plan)
+    }
+
+    /// Records the entropy of the softmax distribution of each row of a row-major
+    /// `[rows, cols]` f32 array from `input` into `output`, one f32 per row, in `unit`, like
+    /// [`Engine::record_softmax_with`]. A row of only -inf gives NaN, or 0 under
+    /// `MaskedRows::Zero`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_entropy(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: BufferRegion<'_>,
+        output: BufferRegion<'_>,
+        rows: u64,
+        cols: u64,
+        options: &SoftmaxOptions,
+        unit: EntropyUnit,
+    ) -> Result<()> {
+        let plan = planner::plan(Op::Entropy, DType::F32, rows, cols, self.caps())?;
+        self.record_entropy_planned(encoder, input, output, rows, cols, options, unit, &plan)
+    }
+
+    /// Records the entropy like [`Engine::record_entropy`], with a plan that the caller made
+    /// with [`planner::plan`], as for [`Engine::record_softmax_planned`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_entropy_planned(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: BufferRegion<'_>,
+        output: BufferRegion<'_>,
+        rows: u64,
+        cols: u64,
+        options: &SoftmaxOptions,
+        unit: EntropyUnit,
+        plan: &Plan,
+    ) -> Result<()> {
+        crate::cpu::check_entropy_shape(rows as usize, cols as usize)?;
+        self.record_rows(
+            encoder,
+            input,
+            output,
+            rows,
+            cols,
+            options,
+            Some(unit),
+            plan,
+        )
+    }
+
+    /// Records softmax, log-softmax or, with `entropy`, the entropy of each row.
+    #[allow(clippy::too_many_arguments)]
+    fn record_rows(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: BufferRegion<'_>,
+        output: BufferRegion<'_>,
+        rows: u64,
+        cols: u64,
+        options: &SoftmaxOptions,
+        entropy: Option<EntropyUnit>,
+        plan: &Plan,
+    ) -> Result<()> {
         options.validate()?;
         let covered = plan.chunks.last().map_or(0, |chunk| chunk.elements.end);
         if plan.kernel == Kernel::Sigmoid || covered != rows * cols {
@@ -109,9 +172,15 @@ impl Engine {
         if plan.chunks.is_empty() {
             return Ok(());
         }
-        BufferRegion::check_pair(&input, &output, rows * cols)?;
+        let output_elements = if entropy.is_some() { rows } else { rows * cols };
+        BufferRegion::check_pair(&input, &output, rows * cols, output_elements)?;
 
-        self.scoped("recording softmax", || {
+        let operation = if entropy.is_some() {
+            "recording entropy"
+        } else {
+            "recording softmax"
+        };
+        self.scoped(operation, || {
             let (block_len, blocks_per_row, lane_partials) = match plan.kernel {
                 Kernel::SoftmaxSplit {
                     block_len,
@@ -130,10 +199,10 @@ impl Engine {
             // buffers instead, because every entry point shares one layout.
             let (partials_bytes, stats_bytes) = match plan.merge {
                 Some(_) => (
-                    rows * blocks_per_row as u64 * partials_per_block as u64 * STATS_BYTES,
+                    rows * blocks_per_row as u64 * partials_per_block as u64 * PARTIAL_BYTES,
                     rows * STATS_BYTES,
                 ),
-                None => (STATS_BYTES, STATS_BYTES),
+                None => (PARTIAL_BYTES, STATS_BYTES),
             };
             let usage = wgpu::BufferUsages::STORAGE;
             let partials =
@@ -143,23 +212,33 @@ impl Engine {
                 self.pool
                     .acquire(self.device(), "softmax row stats", stats_bytes, usage);
 
+            // The entropy output has one f32 per row: a chunk binds its rows, and the merge,
+            // which writes the entropy of split rows, binds all of them.
             let alignment = self.caps().storage_offset_alignment;
-            let bindings: Vec<_> = plan
+            let output_range = |elements: &std::ops::Range<u64>, first_row: u64, rows: u64| {
+                if entropy.is_some() {
+                    first_row..first_row + rows
+                } else {
+                    elements.clone()
+                }
+            };
+            let mut bindings: Vec<_> = plan
                 .chunks
                 .iter()
                 .map(|chunk| {
+                    let range = output_range(&chunk.elements, chunk.first_row, chunk.rows);
                     (
                         input.bind(&chunk.elements, alignment),
-                        output.bind(&chunk.elements, alignment),
+                        output.bind(&range, alignment),
                     )
                 })
                 .collect();
 
-            // The vec4 kernel counts offsets in vec4s.
+            // The vec4 kernel counts offsets in vec4s, and the entropy has no vec4 form.
             let aligned = bindings
                 .iter()
                 .all(|((_, in_offset), (_, out_offset))| in_offset % 4 == 0 && out_offset % 4 == 0);
-            let vec4 = planner::softmax_uses_vec4(plan.kernel, cols, aligned);
+            let vec4 = entropy.is_none() && planner::softmax_uses_vec4(plan.kernel, cols, aligned);
             let offset_unit = if vec4 { 4 } else { 1 };
 
             let [c1, c2, c_lo] = options.factor_parts();
@@ -171,7 +250,9 @@ impl Engine {
                     f64::from(u8::from(options.masked_rows == MaskedRows::Zero)),
                 ),
                 ("SCALED", f64::from(u8::from(options.is_scaled()))),
+                ("ENTROPY", f64::from(u8::from(entropy.is_some()))),
             ];
+            let entropy_scale = entropy.map_or(1.0, |unit| unit.per_nat() as f32);
             let mut params: Vec<Params> = plan
                 .chunks
                 .iter()
@@ -193,15 +274,24 @@ impl Engine {
                     c1,
                     c2,
                     c_lo,
+                    entropy_scale,
                 })
                 .collect();
             if let Some(merge) = plan.merge {
+                // The merge binds the first chunk's input, which it does not access, and the
+                // output of every row for the entropy.
+                let merge_output =
+                    output.bind(&output_range(&(0..rows * cols), 0, rows), alignment);
+                let out_offset = merge_output.1;
+                bindings.push((bindings[0].0.clone(), merge_output));
                 params.push(Params {
+                    out_offset,
                     blocks_per_row,
                     partials_per_block,
                     c1,
                     c2,
                     c_lo,
+                    entropy_scale,
                     groups: merge.groups,
                     groups_x: merge.x,
                     one: 1.0,
@@ -210,8 +300,7 @@ impl Engine {
             }
             let params_buffer = ParamsBuffer::new(self, "softmax params", &params);
 
-            // Bind group `index` uses params[index]; the merge dispatch, last, binds the first
-            // chunk's input and output, which it does not access.
+            // Bind group `index` uses params[index] and bindings[index].
             let (_, layout) = self.pipeline(
                 ShaderFamily::Softmax,
                 plan.reduction,
@@ -220,7 +309,7 @@ impl Engine {
             )?;
             let bind_groups: Vec<wgpu::BindGroup> = (0..params.len())
                 .map(|index| {
-                    let ((input, _), (output, _)) = &bindings[index.min(bindings.len() - 1)];
+                    let ((input, _), (output, _)) = &bindings[index];
                     self.device().create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some("softmax"),
                         layout: &layout,
@@ -308,7 +397,9 @@ impl Engine {
                         dispatch(&mut pass, partials_entry, index, chunk.grid)?;
                     }
                     dispatch(&mut pass, "softmax_merge", params.len() - 1, merge)?;
-                    for (index, chunk) in chunks {
+                    // The merge wrote the entropy; there is no row to normalise.
+                    let normalized_chunks = chunks.filter(|_| entropy.is_none());
+                    for (index, chunk) in normalized_chunks {
                         let entry_point = if vec4 {
                             "softmax_normalize_vec4"
                         } else {

@@ -6,7 +6,9 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 use sigmax::planner::{self, DType, DeviceCaps};
-use sigmax::{AdapterChoice, Backend, BufferRegion, Engine, EngineOptions, Op, SoftmaxOptions};
+use sigmax::{
+    AdapterChoice, Backend, BufferRegion, Engine, EngineOptions, EntropyUnit, Op, SoftmaxOptions,
+};
 
 /// The storage binding size that test engines plan with, the common 128 MiB, so that inputs
 /// above it take the chunked path on every adapter.
@@ -105,7 +107,13 @@ pub fn run_into_nan(
                 log: op == Op::LogSoftmax,
                 ..SoftmaxOptions::default()
             };
-            run_on_buffers(engine, op, &options, input, rows, cols, None, &mut output)
+            let launch = Launch {
+                op,
+                options: &options,
+                entropy: None,
+                plan: None,
+            };
+            run_on_buffers(engine, &launch, input, rows, cols, &mut output)
         }
     }
     output
@@ -132,9 +140,36 @@ pub fn softmax_each_variant_with(
     cols: usize,
     options: &SoftmaxOptions,
 ) -> Vec<(String, Vec<f32>)> {
+    rows_each_variant(backend, input, rows, cols, options, None)
+}
+
+/// As `softmax_each_variant_with`, for the entropy in `unit`: one value per row.
+pub fn entropy_each_variant(
+    backend: &Backend,
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+    unit: EntropyUnit,
+) -> Vec<(String, Vec<f32>)> {
+    rows_each_variant(backend, input, rows, cols, options, Some(unit))
+}
+
+/// Runs softmax, or with `entropy` the entropy, once per kernel variant.
+fn rows_each_variant(
+    backend: &Backend,
+    input: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+    entropy: Option<EntropyUnit>,
+) -> Vec<(String, Vec<f32>)> {
     let Backend::Gpu(engine) = backend else {
-        let output = backend.softmax_with(input, rows, cols, options).unwrap();
-        return vec![(backend.name(), output)];
+        let output = match entropy {
+            Some(unit) => backend.entropy(input, rows, cols, options, unit),
+            None => backend.softmax_with(input, rows, cols, options),
+        };
+        return vec![(backend.name(), output.unwrap())];
     };
     let has_subgroups = engine.caps().subgroups;
     let mut results = Vec::new();
@@ -151,15 +186,25 @@ pub fn softmax_each_variant_with(
             let (rows, cols) = (rows as u64, cols as u64);
             let plan = planner::plan(Op::Softmax, DType::F32, rows, cols, &caps).unwrap();
             let label = format!("{} {:?} {:?}", backend.name(), plan.kernel, plan.reduction);
-            let mut output = vec![f32::NAN; input.len()];
+            let outputs = if entropy.is_some() { rows } else { rows * cols };
+            let mut output = vec![f32::NAN; outputs as usize];
+            let op = if entropy.is_some() {
+                Op::Entropy
+            } else {
+                options.op()
+            };
+            let launch = Launch {
+                op,
+                options,
+                entropy,
+                plan: Some(&plan),
+            };
             run_on_buffers(
                 engine,
-                options.op(),
-                options,
+                &launch,
                 input,
                 rows as usize,
                 cols as usize,
-                Some(&plan),
                 &mut output,
             );
             results.push((label, output));
@@ -168,17 +213,22 @@ pub fn softmax_each_variant_with(
     results
 }
 
-/// Runs `op` on buffers through the launchers; softmax takes `options`, whose `log` must
-/// agree with `op`.
-#[allow(clippy::too_many_arguments)]
+/// What `run_on_buffers` records: `op`, with `options` for the row ops, the entropy `unit`
+/// for `Op::Entropy`, and a plan, or the engine's own plan.
+struct Launch<'a> {
+    op: Op,
+    options: &'a SoftmaxOptions,
+    entropy: Option<EntropyUnit>,
+    plan: Option<&'a planner::Plan>,
+}
+
+/// Runs a launch on buffers through the launchers.
 fn run_on_buffers(
     engine: &Engine,
-    op: Op,
-    options: &SoftmaxOptions,
+    launch: &Launch<'_>,
     input: &[f32],
     rows: usize,
     cols: usize,
-    plan: Option<&planner::Plan>,
     output: &mut [f32],
 ) {
     let _gl_context = engine.lock_gl_context();
@@ -192,12 +242,19 @@ fn run_on_buffers(
     let from = BufferRegion::whole(&input_buffer);
     let to = BufferRegion::whole(&output_buffer);
     let (rows, cols) = (rows as u64, cols as u64);
-    match plan {
-        _ if op.is_elementwise() => {
-            engine.record_elementwise(&mut encoder, op, from, to, input.len() as u64)
+    let options = launch.options;
+    match (launch.entropy, launch.plan) {
+        _ if launch.op.is_elementwise() => {
+            engine.record_elementwise(&mut encoder, launch.op, from, to, input.len() as u64)
         }
-        None => engine.record_softmax_with(&mut encoder, from, to, rows, cols, options),
-        Some(plan) => {
+        (Some(unit), Some(plan)) => {
+            engine.record_entropy_planned(&mut encoder, from, to, rows, cols, options, unit, plan)
+        }
+        (Some(unit), None) => {
+            engine.record_entropy(&mut encoder, from, to, rows, cols, options, unit)
+        }
+        (None, None) => engine.record_softmax_with(&mut encoder, from, to, rows, cols, options),
+        (None, Some(plan)) => {
             engine.record_softmax_planned(&mut encoder, from, to, rows, cols, options, plan)
         }
     }
