@@ -64,6 +64,7 @@ fn softmax_inputs(shrink: usize) -> Vec<Rows> {
             data,
         })
     };
+
     let rows = 1024 / shrink;
     add("uniform ±30", rows, 4099, uniform(rows * 4099, 1, 30.0));
     add("uniform ±1e4", rows, 1000, uniform(rows * 1000, 2, 1e4));
@@ -71,12 +72,14 @@ fn softmax_inputs(shrink: usize) -> Vec<Rows> {
     let constants = uniform(rows, 3, 1e4);
     let ties = constants.iter().flat_map(|&c| vec![c; 777]).collect();
     add("all equal", rows, 777, ties);
+
     // One dominant entry 40 above the others, which sit in [-1, 1].
     let mut dominant = uniform(rows * 1000, 4, 1.0);
     for row in 0..rows {
         dominant[row * 1000 + (row * 37) % 1000] = 40.0;
     }
     add("one dominant", rows, 1000, dominant);
+
     add(
         "tiny rows ±30",
         262_144 / shrink,
@@ -156,6 +159,40 @@ fn main() -> sigmax::Result<()> {
                     rows.cols,
                     cells.join(" | ")
                 );
+            }
+        }
+        // Additive masks: biases in ±50 with every seventh entry -inf, of the input's shape,
+        // and one row of biases in ±5 for every row.
+        let mut full = uniform(rows.data.len(), 8, 50.0);
+        full.iter_mut()
+            .step_by(7)
+            .for_each(|m| *m = f32::NEG_INFINITY);
+        let row = uniform(rows.cols, 9, 5.0);
+        for (mask_label, mask) in [("mask", &full), ("row mask", &row)] {
+            for log in [false, true] {
+                for (label, temperature, scale) in [("", 1.0, 1.0), ("T = 2.5", 2.5, 1.0)] {
+                    let options = SoftmaxOptions {
+                        log,
+                        temperature,
+                        scale,
+                        ..SoftmaxOptions::default()
+                    };
+                    let (r, c) = (rows.rows, rows.cols);
+                    let expected = cpu::softmax_masked(&rows.data, mask, r, c, &options)?;
+                    let mut cells = Vec::new();
+                    for backend in &backends {
+                        let got = backend.softmax_masked(&rows.data, mask, r, c, &options)?;
+                        cells.push(format!("{:.2}", worst(options.op(), &got, &expected)));
+                    }
+                    let label = format!("{mask_label} {label}");
+                    println!(
+                        "| {} | {} | {} [{r}, {c}] | {} |",
+                        options.op().name(),
+                        label.trim(),
+                        rows.name,
+                        cells.join(" | ")
+                    );
+                }
             }
         }
         for (label, temperature, scale) in option_sets {

@@ -11,7 +11,7 @@ struct Invocation {
 }
 
 var<workgroup> scratch_max: array<u32, WG_SIZE>;
-var<workgroup> scratch_sum: array<f32, WG_SIZE>;
+var<workgroup> scratch_sum: array<vec2<f32>, WG_SIZE>;
 
 // Returns the max of `value` over the workgroup: kernels reduce order keys (common.wgsl), so
 // that one reduction also finds non-finite values. Call from uniform control flow.
@@ -31,19 +31,22 @@ fn reduce_max(invocation: Invocation, value: u32) -> u32 {
     return result;
 }
 
-// Returns the sum of `value` over the workgroup. Call from uniform control flow. `one` keeps
-// the signature of reduce_subgroup.wgsl; a tree of additions needs no compensation.
+// Returns the sum of `value` over the workgroup. Call from uniform control flow. Each level of
+// the tree adds with a compensated sum (see common.wgsl), because a plain tree of eight levels
+// can be off by 4 ULP; `one` is 1.0 from a buffer.
 fn reduce_sum(invocation: Invocation, value: f32, one: f32) -> f32 {
     let lane = invocation.index;
-    scratch_sum[lane] = value;
+    scratch_sum[lane] = vec2(value, 0.0);
     workgroupBarrier();
     for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
         if lane < stride {
-            scratch_sum[lane] = scratch_sum[lane] + scratch_sum[lane + stride];
+            let other = scratch_sum[lane + stride];
+            let sum = add_compensated(scratch_sum[lane], other.x, one);
+            scratch_sum[lane] = vec2(sum.x, sum.y + other.y);
         }
         workgroupBarrier();
     }
     let result = scratch_sum[0];
     workgroupBarrier();
-    return result;
+    return result.x + result.y;
 }

@@ -1,7 +1,8 @@
 // Softmax, log-softmax and entropy over the last axis of a row-major [rows, cols] array of
 // f32: p_i = exp(z_i - m) / d, log p_i = (z_i - m) - log d and H = -sum_i p_i log p_i
-// = log d - (sum_i exp(z_i - m) (z_i - m)) / d, with z = c * x for the scale
-// c = scale / temperature (1 unless SCALED), m the row max of z and d = sum_j exp(z_j - m).
+// = log d - (sum_i exp(z_i - m) (z_i - m)) / d, with z = c * x + b * mask for the factors
+// c = scale / temperature and b = 1 / temperature (1 unless SCALED), m the row max of z and
+// d = sum_j exp(z_j - m).
 //
 // Bindings (group 0), keep in sync with `kernels::softmax` in src/kernels/softmax.rs:
 //   0  uniform              Params
@@ -10,6 +11,8 @@
 //   3  storage, read_write  partials  (vec4<u32>: max key, sum bits, entropy sum bits, 0),
 //                                     `partials_per_block` per block
 //   4  storage, read_write  row_stats (vec2<u32>: max key, sum bits), one per row
+//   5  storage, read        mask      (f32; the input's shape, or one row when
+//                                     `mask_broadcast` is set), read only when MASKED
 //
 // Pipeline constants (overrides), set by the launcher:
 //   LOG_OUTPUT        write log-softmax instead of softmax.
@@ -18,13 +21,18 @@
 //   ENTROPY           write each row's entropy, times `entropy_scale`, instead of the row.
 //                     Only the scalar entry points take it; the split path then ends with
 //                     softmax_merge, which writes the entropy.
+//   MASKED            add the mask to the logits before the max. Only the scalar entry
+//                     points take it.
 //
 // Non-finite logits, as PyTorch 2 treats them: a -inf logit gives 0 (log-softmax: -inf), and a
 // row holding +inf or NaN gives NaN everywhere. The max is taken over order keys (common.wgsl),
 // so one reduction finds both the max and those rows; every exp argument stays finite.
-// c > 0, so the max of z is c times the max of x, and z_i - m = c * (x_i - max x) is computed
-// as an unevaluated sum from the exact difference, which exp then takes whole: the result does
-// not inherit the rounding of x / T.
+// Without a mask, c > 0, so the max of z is c times the max of x, and z_i - m = c * (x_i - max x)
+// is computed as an unevaluated sum from the exact difference, which exp then takes whole: the
+// result does not inherit the rounding of x / T. With a mask, each z is formed as an
+// unevaluated sum (Dekker's products and TwoSum), the max is taken over their rounded parts,
+// and z - m is the exact difference plus the remainders. A mask entry of -inf excludes its
+// logit, and +inf or NaN in either makes the row NaN.
 //
 // Entry points, chosen by the planner (src/planner.rs):
 //   softmax_small_rows one invocation per row, for short rows: the max, then exp stored in
@@ -63,6 +71,7 @@ override LOG_OUTPUT: bool = false;
 override MASKED_ROWS_ZERO: bool = false;
 override SCALED: bool = false;
 override ENTROPY: bool = false;
+override MASKED: bool = false;
 
 struct Params {
     // Element offset of the chunk's first element inside the input binding.
@@ -98,6 +107,14 @@ struct Params {
     c_lo: f32,
     // Unit of the entropy: 1 for nats, 1 / ln 2 for bits.
     entropy_scale: f32,
+    // Element offset of the chunk's first mask value inside the mask binding.
+    mask_offset: u32,
+    // 1 if the mask is one row, shared by every row.
+    mask_broadcast: u32,
+    // The factor b = 1 / temperature of the mask, split like c.
+    b1: f32,
+    b2: f32,
+    b_lo: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -109,6 +126,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> output4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> partials: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> row_stats: array<vec2<u32>>;
+@group(0) @binding(5) var<storage, read> mask: array<f32>;
 
 fn workgroup_index(workgroup: vec3<u32>) -> u32 {
     return workgroup.y * params.groups_x + workgroup.x;
@@ -125,22 +143,94 @@ fn shifted(x: f32, m: f32) -> vec2<f32> {
     return d;
 }
 
-// exp(z - m) for the logit x: 0 for -inf. x is finite or -inf, and m is finite.
+// A logit z = hi + lo, with its state: FINITE, EXCLUDED (-inf in the logit or the mask) or
+// POISON (+inf or NaN in either), whose row is NaN. Without a mask, hi is x and the scale is
+// applied to differences (see `logit_shift`).
+struct Logit {
+    hi: f32,
+    lo: f32,
+    state: u32,
+}
+
+const FINITE: u32 = 0u;
+const EXCLUDED: u32 = 1u;
+const POISON: u32 = 2u;
+
+fn state_of(x: f32) -> u32 {
+    return select(select(POISON, EXCLUDED, is_neg_inf(x)), FINITE, is_finite(x));
+}
+
+// Index in the mask binding of the element `offset` elements after the chunk's first.
+fn mask_index(offset: u32) -> u32 {
+    if params.mask_broadcast != 0u {
+        return params.mask_offset + (params.first_block * params.block_len + offset) % params.cols;
+    }
+    return params.mask_offset + offset;
+}
+
+// The logit at input[index], `offset` elements after the chunk's first element.
+fn load_logit(index: u32, offset: u32) -> Logit {
+    return make_logit(input[index], offset);
+}
+
+fn make_logit(x: f32, offset: u32) -> Logit {
+    if !MASKED {
+        return Logit(x, 0.0, state_of(x));
+    }
+    let addend = mask[mask_index(offset)];
+    let state = max(state_of(x), state_of(addend));
+    // Non-finite values are replaced by 0, so that the arithmetic below stays finite.
+    var p = vec2(select(0.0, x, state == FINITE), 0.0);
+    var q = vec2(select(0.0, addend, state == FINITE), 0.0);
+    if SCALED {
+        p = scaled_difference(p, params.c1, params.c2, params.c_lo, params.one);
+        q = scaled_difference(q, params.b1, params.b2, params.b_lo, params.one);
+    }
+    let sum = two_difference(p.x, -q.x, params.one);
+    return Logit(sum.x, (sum.y + p.y) + q.y, state);
+}
+
+// The order key of a logit for the row max.
+fn logit_key(logit: Logit) -> u32 {
+    let non_finite = select(0xffffffffu, KEY_NEG_INF, logit.state == EXCLUDED);
+    return select(non_finite, order_key(logit.hi), logit.state == FINITE);
+}
+
+// z - m for a finite logit and the row max m, as an unevaluated sum (hi, lo); 0 for the rest.
+fn logit_shift(logit: Logit, m: f32) -> vec2<f32> {
+    let finite = logit.state == FINITE;
+    let hi = select(m, logit.hi, finite);
+    if MASKED {
+        let d = two_difference(hi, m, params.one);
+        return vec2(d.x, d.y + select(0.0, logit.lo, finite));
+    }
+    return shifted(hi, m);
+}
+
+// (exp(z - m), z - m) for a logit: (0, 0) unless it is finite.
+fn logit_term(logit: Logit, m: f32) -> vec2<f32> {
+    let d = logit_shift(logit, m);
+    let term = vec2(exp_nonpositive(d.x, d.y), d.x + d.y);
+    return select(vec2(0.0), term, logit.state == FINITE);
+}
+
+// The difference of two row maxima, max_a - max_b, in units of z, as an unevaluated sum.
+fn max_difference(a: f32, b: f32) -> vec2<f32> {
+    if MASKED {
+        return two_difference(a, b, params.one);
+    }
+    return shifted(a, b);
+}
+
+// exp(z - m) for the logit x of an unmasked row: 0 for -inf.
 fn exp_term(x: f32, m: f32) -> f32 {
-    return exp_and_shift(x, m).x;
+    return logit_term(Logit(x, 0.0, state_of(x)), m).x;
 }
 
-// (exp(z - m), z - m) for the logit x: (0, 0) for -inf.
-fn exp_and_shift(x: f32, m: f32) -> vec2<f32> {
-    let excluded = is_neg_inf(x);
-    let d = shifted(select(x, m, excluded), m);
-    return select(vec2(exp_nonpositive(d.x, d.y), d.x + d.y), vec2(0.0), excluded);
-}
-
-// Adds the terms of x to the compensated sums of exp(z - m) and, with ENTROPY, of
+// Adds the terms of a logit to the compensated sums of exp(z - m) and, with ENTROPY, of
 // exp(z - m) * (z - m). Returns exp(z - m).
-fn accumulate(x: f32, m: f32, sum: ptr<function, vec2<f32>>, entropy_sum: ptr<function, vec2<f32>>) -> f32 {
-    let term = exp_and_shift(x, m);
+fn accumulate(logit: Logit, m: f32, sum: ptr<function, vec2<f32>>, entropy_sum: ptr<function, vec2<f32>>) -> f32 {
+    let term = logit_term(logit, m);
     *sum = add_compensated(*sum, term.x, params.one);
     if ENTROPY {
         *entropy_sum = add_compensated(*entropy_sum, term.x * term.y, params.one);
@@ -175,19 +265,23 @@ fn finite_row(key: u32, sum: f32) -> Row {
     return Row(key_value(key), sum, log_sum);
 }
 
-// The output for the logit x of a finite row. `e` is exp(z - m) when the caller has it, and
-// is ignored for log-softmax.
-fn finish(x: f32, e: f32, row: Row) -> f32 {
+// The output for a logit of a finite row. `e` is exp(z - m) when the caller has it, and is
+// ignored for log-softmax.
+fn finish(logit: Logit, e: f32, row: Row) -> f32 {
     if LOG_OUTPUT {
-        let excluded = is_neg_inf(x);
-        let d = shifted(select(x, row.max, excluded), row.max);
-        return select((d.x - row.log_sum) + d.y, neg_inf(), excluded);
+        let d = logit_shift(logit, row.max);
+        return select(neg_inf(), (d.x - row.log_sum) + d.y, logit.state == FINITE);
     }
     return e / row.sum;
 }
 
+// As finish, for four logits of an unmasked row.
 fn finish4(x: vec4<f32>, e: vec4<f32>, row: Row) -> vec4<f32> {
-    return vec4(finish(x.x, e.x, row), finish(x.y, e.y, row), finish(x.z, e.z, row), finish(x.w, e.w, row));
+    var y = vec4(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        y[c] = finish(Logit(x[c], 0.0, state_of(x[c])), e[c], row);
+    }
+    return y;
 }
 
 // The value of every element of a row whose max key is not finite: NaN for a row holding +inf
@@ -247,8 +341,9 @@ fn softmax_small_rows(
     let in_start = params.in_offset + row * params.cols;
     let out_start = params.out_offset + row * params.cols;
     var key = 0u;
+    let offset = row * params.cols;
     for (var i = 0u; i < params.cols; i++) {
-        key = max(key, order_key(input[in_start + i]));
+        key = max(key, logit_key(load_logit(in_start + i, offset + i)));
     }
     if !key_is_finite(key) {
         let fill = non_finite_fill(key);
@@ -268,7 +363,7 @@ fn softmax_small_rows(
     var sum = vec2(0.0);
     var entropy_sum = vec2(0.0);
     for (var i = 0u; i < params.cols; i++) {
-        let e = accumulate(input[in_start + i], m, &sum, &entropy_sum);
+        let e = accumulate(load_logit(in_start + i, offset + i), m, &sum, &entropy_sum);
         if !LOG_OUTPUT && !ENTROPY {
             output[out_start + i] = e;
         }
@@ -283,7 +378,7 @@ fn softmax_small_rows(
         if !LOG_OUTPUT {
             e = output[out_start + i];
         }
-        output[out_start + i] = finish(input[in_start + i], e, stats);
+        output[out_start + i] = finish(load_logit(in_start + i, offset + i), e, stats);
     }
 }
 
@@ -338,12 +433,13 @@ fn softmax_small_rows_vec4(
 // ---- One workgroup per row, and blocks of long rows ----
 
 // Returns (max key, sum of exp(z - max), with ENTROPY sum of exp(z - max) * (z - max), 0)
-// over input[start .. start + len); the sums are 0 unless the key is finite.
-fn block_stats(invocation: Invocation, start: u32, len: u32) -> vec4<u32> {
+// over input[start .. start + len), whose first element is `offset` elements after the
+// chunk's first; the sums are 0 unless the key is finite.
+fn block_stats(invocation: Invocation, start: u32, offset: u32, len: u32) -> vec4<u32> {
     let lane = invocation.index;
     var local_key = 0u;
     for (var i = lane; i < len; i += WG_SIZE) {
-        local_key = max(local_key, order_key(input[start + i]));
+        local_key = max(local_key, logit_key(load_logit(start + i, offset + i)));
     }
     let key = reduce_max(invocation, local_key);
 
@@ -353,7 +449,7 @@ fn block_stats(invocation: Invocation, start: u32, len: u32) -> vec4<u32> {
     var local_sum = vec2(0.0);
     var local_entropy_sum = vec2(0.0);
     for (var i = lane; i < len; i += WG_SIZE) {
-        accumulate(input[start + i], m, &local_sum, &local_entropy_sum);
+        accumulate(load_logit(start + i, offset + i), m, &local_sum, &local_entropy_sum);
     }
     let sum = reduce_sum(invocation, local_sum.x + local_sum.y, params.one);
     var entropy_sum = 0.0;
@@ -382,9 +478,10 @@ fn block_stats4(invocation: Invocation, start: u32, len: u32) -> vec4<u32> {
     return vec4(key, bitcast<u32>(select(0.0, total, key_is_finite(key))), 0u, 0u);
 }
 
-// Writes the output of input[in_start .. in_start + len) to output[out_start ..], each lane
-// visiting lane, lane + WG_SIZE, and so on, for a row with max key and sum `stats`.
-fn write_block(lane: u32, in_start: u32, out_start: u32, len: u32, stats: vec2<u32>) {
+// Writes the output of input[in_start .. in_start + len), whose first element is `offset`
+// elements after the chunk's first, to output[out_start ..], each lane visiting lane,
+// lane + WG_SIZE, and so on, for a row with max key and sum `stats`.
+fn write_block(lane: u32, in_start: u32, offset: u32, out_start: u32, len: u32, stats: vec2<u32>) {
     if !key_is_finite(stats.x) {
         let fill = non_finite_fill(stats.x);
         for (var i = lane; i < len; i += WG_SIZE) {
@@ -394,12 +491,12 @@ fn write_block(lane: u32, in_start: u32, out_start: u32, len: u32, stats: vec2<u
     }
     let row = finite_row(stats.x, bitcast<f32>(stats.y));
     for (var i = lane; i < len; i += WG_SIZE) {
-        let x = input[in_start + i];
+        let logit = load_logit(in_start + i, offset + i);
         var e = 0.0;
         if !LOG_OUTPUT {
-            e = exp_term(x, row.max);
+            e = logit_term(logit, row.max).x;
         }
-        output[out_start + i] = finish(x, e, row);
+        output[out_start + i] = finish(logit, e, row);
     }
 }
 
@@ -435,14 +532,15 @@ fn softmax_rows(
 
     let in_start = params.in_offset + row * params.cols;
     let out_start = params.out_offset + row * params.cols;
-    let stats = block_stats(invocation, in_start, params.cols);
+    let offset = row * params.cols;
+    let stats = block_stats(invocation, in_start, offset, params.cols);
     if ENTROPY {
         if invocation.index == 0u {
             output[params.out_offset + row] = row_entropy(stats);
         }
         return;
     }
-    write_block(invocation.index, in_start, out_start, params.cols, stats.xy);
+    write_block(invocation.index, in_start, offset, out_start, params.cols, stats.xy);
 }
 
 // The entropy of a row from its (max key, sum, entropy sum), or the fill of a row that is not
@@ -491,7 +589,7 @@ fn softmax_partials(
     }
 
     let block = locate_block(group);
-    let stats = block_stats(invocation, params.in_offset + block.chunk_offset, block.len);
+    let stats = block_stats(invocation, params.in_offset + block.chunk_offset, block.chunk_offset, block.len);
     if invocation.index == 0u {
         partials[first_partial(block)] = stats;
     }
@@ -528,14 +626,14 @@ fn softmax_lane_partials(
     let start = params.in_offset + block.chunk_offset;
     var key = 0u;
     for (var i = lane; i < block.len; i += WG_SIZE) {
-        key = max(key, order_key(input[start + i]));
+        key = max(key, logit_key(load_logit(start + i, block.chunk_offset + i)));
     }
     var sum = vec2(0.0);
     var entropy_sum = vec2(0.0);
     if key_is_finite(key) {
         let m = key_value(key);
         for (var i = lane; i < block.len; i += WG_SIZE) {
-            accumulate(input[start + i], m, &sum, &entropy_sum);
+            accumulate(load_logit(start + i, block.chunk_offset + i), m, &sum, &entropy_sum);
         }
     }
     // A lane past the end of a short block writes the empty partial (0, 0, 0).
@@ -598,7 +696,7 @@ fn softmax_merge(
     for (var p = lane; p < count; p += WG_SIZE) {
         let partial = partials[first + p];
         let finite = key_is_finite(partial.x) && key_is_finite(key);
-        let d = shifted(select(m, key_value(partial.x), finite), m);
+        let d = max_difference(select(m, key_value(partial.x), finite), m);
         let factor = select(0.0, exp_nonpositive(d.x, d.y), finite);
         let partial_sum = bitcast<f32>(partial.y);
         local_sum = add_compensated(local_sum, partial_sum * factor, params.one);
@@ -634,7 +732,7 @@ fn softmax_normalize(
     let block = locate_block(group);
     let in_start = params.in_offset + block.chunk_offset;
     let out_start = params.out_offset + block.chunk_offset;
-    write_block(lane, in_start, out_start, block.len, row_stats[block.row]);
+    write_block(lane, in_start, block.chunk_offset, out_start, block.len, row_stats[block.row]);
 }
 
 @compute @workgroup_size(WG_SIZE)

@@ -90,47 +90,143 @@ pub fn softmax_with_into(
     options: &SoftmaxOptions,
     output: &mut [f32],
 ) -> Result<()> {
+    softmax_rows_into(input, None, rows, cols, options, output)
+}
+
+/// As [`softmax_with_into`], with an additive `mask` of the input's length or of one row
+/// (`cols` values) shared by every row: z = (scale * x + mask) / temperature. A mask entry
+/// of -inf excludes its logit.
+pub fn softmax_masked_into(
+    input: &[f32],
+    mask: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+    output: &mut [f32],
+) -> Result<()> {
+    softmax_rows_into(input, Some(mask), rows, cols, options, output)
+}
+
+/// Returns [`softmax_masked_into`] as a new Vec.
+pub fn softmax_masked(
+    input: &[f32],
+    mask: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+) -> Result<Vec<f32>> {
+    let mut output = vec![0.0; input.len()];
+    softmax_masked_into(input, mask, rows, cols, options, &mut output)?;
+    Ok(output)
+}
+
+fn softmax_rows_into(
+    input: &[f32],
+    mask: Option<&[f32]>,
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+    output: &mut [f32],
+) -> Result<()> {
     options.validate()?;
     let elements = shape_elements(rows, cols)?;
     check_len("input", input.len(), elements)?;
     check_len("output", output.len(), elements)?;
+    if let Some(mask) = mask {
+        check_mask_len(mask.len(), rows, cols)?;
+    }
     if elements == 0 {
         return Ok(());
     }
-    let factor = options.factor();
-    for (x, y) in input.chunks_exact(cols).zip(output.chunks_exact_mut(cols)) {
-        softmax_row(x, y, factor, options);
+    for (row, (x, y)) in input
+        .chunks_exact(cols)
+        .zip(output.chunks_exact_mut(cols))
+        .enumerate()
+    {
+        let mask_row = mask.map(|mask| {
+            let start = if mask.len() == cols { 0 } else { row * cols };
+            &mask[start..start + cols]
+        });
+        softmax_row(x, mask_row, y, options);
     }
     Ok(())
 }
 
-fn softmax_row(x: &[f32], y: &mut [f32], factor: f64, options: &SoftmaxOptions) {
-    if x.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
-        y.fill(f32::NAN);
-        return;
+/// Checks that a mask of `len` values covers the input or one row.
+pub(crate) fn check_mask_len(len: usize, rows: usize, cols: usize) -> Result<()> {
+    if len == cols || Some(len) == rows.checked_mul(cols) {
+        return Ok(());
     }
-    let max = x
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-    if max == f64::NEG_INFINITY {
-        let fill = match (options.masked_rows, options.log) {
-            (MaskedRows::Nan, _) => f32::NAN,
-            (MaskedRows::Zero, false) => 0.0,
-            (MaskedRows::Zero, true) => f32::NEG_INFINITY,
-        };
-        y.fill(fill);
-        return;
+    Err(Error::InvalidArgument(format!(
+        "the mask has {len} values, but the input has {rows} rows of {cols}; give a mask of \
+         the input's shape or of one row"
+    )))
+}
+
+/// The shifted logits z - max z of one row, or why there are none.
+enum RowLogits {
+    /// The row has +inf or NaN, in a logit or in the mask.
+    Poisoned,
+    /// Every logit is -inf, or masked by -inf.
+    Excluded,
+    /// z - max z for each logit, -inf for the excluded ones.
+    Shifted(Vec<f64>),
+}
+
+/// Forms the row's logits z = scale * x / temperature, plus mask / temperature where a mask
+/// row is given, in f64, and shifts them by their max.
+fn row_logits(x: &[f32], mask: Option<&[f32]>, options: &SoftmaxOptions) -> RowLogits {
+    let poisoned = |v: &f32| v.is_nan() || *v == f32::INFINITY;
+    if x.iter().any(poisoned) || mask.is_some_and(|mask| mask.iter().any(poisoned)) {
+        return RowLogits::Poisoned;
     }
-    // z - max z for each logit; -inf stays -inf and its exp is 0.
-    let shifted = |v: f32| factor * (v as f64 - max);
-    let sum: f64 = x.iter().map(|&v| shifted(v).exp()).sum();
+    let factor = options.factor();
+    let shifted: Vec<f64> = match mask {
+        // Without a mask, scale the exact difference x - max x.
+        None => {
+            let max = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            if max == f64::NEG_INFINITY {
+                return RowLogits::Excluded;
+            }
+            x.iter().map(|&v| factor * (v as f64 - max)).collect()
+        }
+        Some(mask) => {
+            let mask_factor = 1.0 / options.temperature as f64;
+            let z: Vec<f64> = x
+                .iter()
+                .zip(mask)
+                .map(|(&v, &m)| factor * v as f64 + mask_factor * m as f64)
+                .collect();
+            let max = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            if max == f64::NEG_INFINITY {
+                return RowLogits::Excluded;
+            }
+            z.iter().map(|&v| v - max).collect()
+        }
+    };
+    RowLogits::Shifted(shifted)
+}
+
+fn softmax_row(x: &[f32], mask: Option<&[f32]>, y: &mut [f32], options: &SoftmaxOptions) {
+    let shifted = match row_logits(x, mask, options) {
+        RowLogits::Poisoned => return y.fill(f32::NAN),
+        RowLogits::Excluded => {
+            let fill = match (options.masked_rows, options.log) {
+                (MaskedRows::Nan, _) => f32::NAN,
+                (MaskedRows::Zero, false) => 0.0,
+                (MaskedRows::Zero, true) => f32::NEG_INFINITY,
+            };
+            return y.fill(fill);
+        }
+        RowLogits::Shifted(shifted) => shifted,
+    };
+    let sum: f64 = shifted.iter().map(|s| s.exp()).sum();
     let log_sum = sum.ln();
-    for (out, &v) in y.iter_mut().zip(x) {
+    for (out, &s) in y.iter_mut().zip(&shifted) {
         *out = if options.log {
-            (shifted(v) - log_sum) as f32
+            (s - log_sum) as f32
         } else {
-            (shifted(v).exp() / sum) as f32
+            (s.exp() / sum) as f32
         };
     }
 }
@@ -168,34 +264,29 @@ pub fn entropy_into(
     if elements == 0 {
         return Ok(());
     }
-    let factor = options.factor();
     for (x, y) in input.chunks_exact(cols).zip(output.iter_mut()) {
-        *y = row_entropy(x, factor, options, unit) as f32;
+        *y = row_entropy(x, options, unit) as f32;
     }
     Ok(())
 }
 
-fn row_entropy(x: &[f32], factor: f64, options: &SoftmaxOptions, unit: EntropyUnit) -> f64 {
-    if x.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
-        return f64::NAN;
-    }
-    let max = x
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-    if max == f64::NEG_INFINITY {
-        return match options.masked_rows {
-            MaskedRows::Nan => f64::NAN,
-            MaskedRows::Zero => 0.0,
-        };
-    }
+fn row_entropy(x: &[f32], options: &SoftmaxOptions, unit: EntropyUnit) -> f64 {
+    let shifted = match row_logits(x, None, options) {
+        RowLogits::Poisoned => return f64::NAN,
+        RowLogits::Excluded => {
+            return match options.masked_rows {
+                MaskedRows::Nan => f64::NAN,
+                MaskedRows::Zero => 0.0,
+            };
+        }
+        RowLogits::Shifted(shifted) => shifted,
+    };
     // H = log d - sum(e * s) / d with s = z - max z and e = exp(s); -inf logits add nothing.
     let (mut sum, mut weighted) = (0.0, 0.0);
-    for &v in x.iter().filter(|v| v.is_finite()) {
-        let shifted = factor * (v as f64 - max);
-        let e = shifted.exp();
+    for &s in shifted.iter().filter(|s| s.is_finite()) {
+        let e = s.exp();
         sum += e;
-        weighted += e * shifted;
+        weighted += e * s;
     }
     (sum.ln() - weighted / sum) * unit.per_nat()
 }

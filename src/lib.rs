@@ -39,7 +39,7 @@ pub use engine::{
     list_adapters_async,
 };
 pub use error::{Error, Result};
-pub use kernels::BufferRegion;
+pub use kernels::{BufferRegion, MaskRegion};
 pub use options::{EntropyUnit, MaskedRows, SoftmaxOptions};
 pub use planner::Op;
 /// The wgpu version that sigmax is built on, for callers of the launchers.
@@ -138,6 +138,23 @@ impl Backend {
         match self {
             Backend::Cpu => cpu::softmax_with_into(input, rows, cols, options, output),
             Backend::Gpu(engine) => engine.softmax_with_into(input, rows, cols, options, output),
+        }
+    }
+
+    /// Returns the softmax, or log-softmax, of each row of `input` with `options` and an
+    /// additive `mask` of the input's length or of one row: z = (scale * x + mask) /
+    /// temperature. A mask entry of -inf excludes its logit.
+    pub fn softmax_masked(
+        &self,
+        input: &[f32],
+        mask: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+    ) -> Result<Vec<f32>> {
+        match self {
+            Backend::Cpu => cpu::softmax_masked(input, mask, rows, cols, options),
+            Backend::Gpu(engine) => engine.softmax_masked(input, mask, rows, cols, options),
         }
     }
 

@@ -104,6 +104,10 @@ struct SoftmaxArgs {
     /// Write log-softmax, (z - max) - log(sum of exp(z - max)), instead of softmax.
     #[arg(long)]
     log: bool,
+    /// Additive mask .npy (float32), added to the scaled logits before the max: the input's
+    /// shape, or one row (the input's last axis) for every row. -inf excludes an entry.
+    #[arg(long)]
+    mask: Option<PathBuf>,
     #[command(flatten)]
     distribution: DistributionArgs,
 }
@@ -240,12 +244,12 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
-        Command::Sigmoid(args) => run_op(Job::Elementwise(Op::Sigmoid), &args),
-        Command::LogSigmoid(args) => run_op(Job::Elementwise(Op::LogSigmoid), &args),
-        Command::Silu(args) => run_op(Job::Elementwise(Op::Silu), &args),
+        Command::Sigmoid(args) => run_op(Job::Elementwise(Op::Sigmoid), &args, None),
+        Command::LogSigmoid(args) => run_op(Job::Elementwise(Op::LogSigmoid), &args, None),
+        Command::Silu(args) => run_op(Job::Elementwise(Op::Silu), &args, None),
         Command::Softmax(args) => {
             let job = Job::Softmax(args.distribution.options(args.log));
-            run_op(job, &args.common)
+            run_op(job, &args.common, args.mask.as_deref())
         }
         Command::Entropy(args) => {
             let unit = if args.bits {
@@ -254,7 +258,7 @@ fn main() -> ExitCode {
                 EntropyUnit::Nats
             };
             let job = Job::Entropy(args.distribution.options(false), unit);
-            run_op(job, &args.common)
+            run_op(job, &args.common, None)
         }
         Command::Adapters => {
             print_adapters();
@@ -301,12 +305,20 @@ fn open_backend(choice: BackendArg, adapter_text: Option<&str>) -> Result<Backen
     }
 }
 
-fn compute(job: Job, backend: &Backend, input: &Array) -> sigmax::Result<Vec<f32>> {
+fn compute(
+    job: Job,
+    backend: &Backend,
+    input: &Array,
+    mask: Option<&Array>,
+) -> sigmax::Result<Vec<f32>> {
     match job {
         Job::Elementwise(op) => backend.elementwise(op, &input.data),
         Job::Softmax(options) => {
             let (rows, cols) = input.rows_cols();
-            backend.softmax_with(&input.data, rows, cols, &options)
+            match mask {
+                Some(mask) => backend.softmax_masked(&input.data, &mask.data, rows, cols, &options),
+                None => backend.softmax_with(&input.data, rows, cols, &options),
+            }
         }
         Job::Entropy(options, unit) => {
             let (rows, cols) = input.rows_cols();
@@ -315,17 +327,25 @@ fn compute(job: Job, backend: &Backend, input: &Array) -> sigmax::Result<Vec<f32
     }
 }
 
-fn run_op(job: Job, args: &OpArgs) -> Result<(), Failure> {
+fn run_op(job: Job, args: &OpArgs, mask_path: Option<&Path>) -> Result<(), Failure> {
     if let Job::Softmax(options) | Job::Entropy(options, _) = job {
         options.validate()?;
     }
     let op = job.op();
     io::check_output_folder(&args.output)?;
     let input = io::read_npy(&args.input)?;
+    let mask = match mask_path {
+        Some(path) => {
+            let mask = io::read_npy(path)?;
+            check_mask_shape(&input, &mask, path)?;
+            Some(mask)
+        }
+        None => None,
+    };
     let backend = open_backend(args.backend, args.adapter.as_deref())?;
 
     let started = Instant::now();
-    let output = compute(job, &backend, &input)?;
+    let output = compute(job, &backend, &input, mask.as_ref())?;
     log::info!(
         "{} of {} {:?} on {}: {:.1} ms",
         op.name(),
@@ -342,19 +362,37 @@ fn run_op(job: Job, args: &OpArgs) -> Result<(), Failure> {
     io::write_npy(&args.output, &result)?;
 
     if args.verify {
-        verify_against_reference(job, &input, &result, &args.input)?;
+        verify_against_reference(job, &input, mask.as_ref(), &result, &args.input)?;
     }
     Ok(())
+}
+
+/// Checks that a mask has the input's shape or the shape of its last axis.
+fn check_mask_shape(input: &Array, mask: &Array, path: &Path) -> Result<(), Failure> {
+    let row_shape = &input.shape[input.shape.len().saturating_sub(1)..];
+    if mask.shape == input.shape || mask.shape == row_shape {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "{}: mask shape {:?} fits neither the input's shape {:?} nor one row {:?}; give a \
+         mask of one of those shapes",
+        path.display(),
+        mask.shape,
+        input.shape,
+        row_shape
+    ))
+    .into())
 }
 
 fn verify_against_reference(
     job: Job,
     input: &Array,
+    mask: Option<&Array>,
     result: &Array,
     path: &Path,
 ) -> Result<(), Failure> {
     let output = &result.data[..];
-    let expected = compute(job, &Backend::Cpu, input)?;
+    let expected = compute(job, &Backend::Cpu, input, mask)?;
     let op = job.op();
     let bound = Bound::of(op);
     let stats = verify::compare(output, &expected, bound.tiny);

@@ -116,13 +116,23 @@ impl SoftmaxOptions {
     /// Returns the factor as the kernels take it, [c1, c2, c_lo]: c1 + c2 is c rounded to
     /// f32, split into two halves of 12 significant bits, and c_lo is that rounding's error.
     pub(crate) fn factor_parts(&self) -> [f32; 3] {
-        let factor = self.factor();
-        let rounded = factor as f32;
-        let c1 = f32::from_bits(rounded.to_bits() & !0xfff);
-        let c2 = rounded - c1;
-        let c_lo = (factor - rounded as f64) as f32;
-        [c1, c2, c_lo]
+        split_factor(self.factor())
     }
+
+    /// Returns the factor 1 / temperature of an additive mask, split like `factor_parts`.
+    pub(crate) fn mask_factor_parts(&self) -> [f32; 3] {
+        split_factor(1.0 / self.temperature as f64)
+    }
+}
+
+/// Splits `factor` into [c1, c2, c_lo]: c1 + c2 is `factor` rounded to f32, with 12
+/// significant bits in each half, and c_lo is the rounding error.
+fn split_factor(factor: f64) -> [f32; 3] {
+    let rounded = factor as f32;
+    let c1 = f32::from_bits(rounded.to_bits() & !0xfff);
+    let c2 = rounded - c1;
+    let c_lo = (factor - rounded as f64) as f32;
+    [c1, c2, c_lo]
 }
 
 #[cfg(test)]

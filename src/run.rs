@@ -2,10 +2,10 @@
 
 use bytemuck::Pod;
 
-use crate::cpu::{check_entropy_shape, check_len, shape_elements};
+use crate::cpu::{check_entropy_shape, check_len, check_mask_len, shape_elements};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::kernels::BufferRegion;
+use crate::kernels::{BufferRegion, MaskRegion};
 use crate::options::{EntropyUnit, SoftmaxOptions};
 use crate::planner::{self, F32_BYTES, Op};
 
@@ -115,7 +115,7 @@ impl Engine {
     /// Writes the elementwise `op` of `input` into `output`, which has the input's length.
     pub fn elementwise_into(&self, op: Op, input: &[f32], output: &mut [f32]) -> Result<()> {
         check_len("output", output.len(), input.len())?;
-        self.run(Job::Elementwise(op), input, input.len(), 1, output)
+        self.run(Job::Elementwise(op), input, None, input.len(), 1, output)
     }
 
     /// Returns the softmax of each of the `rows` rows of `cols` elements of `input`.
@@ -162,7 +162,48 @@ impl Engine {
         let elements = shape_elements(rows, cols)?;
         check_len("input", input.len(), elements)?;
         check_len("output", output.len(), elements)?;
-        self.run(Job::Softmax(*options), input, rows, cols, output)
+        self.run(Job::Softmax(*options), input, None, rows, cols, output)
+    }
+
+    /// Returns the softmax, or log-softmax, of each row of `input` with `options` and an
+    /// additive `mask` of the input's length or of one row (`cols` values) shared by every
+    /// row: z = (scale * x + mask) / temperature. A mask entry of -inf excludes its logit.
+    pub fn softmax_masked(
+        &self,
+        input: &[f32],
+        mask: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+    ) -> Result<Vec<f32>> {
+        let mut output = vec![0.0; input.len()];
+        self.softmax_masked_into(input, mask, rows, cols, options, &mut output)?;
+        Ok(output)
+    }
+
+    /// Writes [`Engine::softmax_masked`] into `output`, which has the input's length.
+    pub fn softmax_masked_into(
+        &self,
+        input: &[f32],
+        mask: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        output: &mut [f32],
+    ) -> Result<()> {
+        options.validate()?;
+        let elements = shape_elements(rows, cols)?;
+        check_len("input", input.len(), elements)?;
+        check_len("output", output.len(), elements)?;
+        check_mask_len(mask.len(), rows, cols)?;
+        self.run(
+            Job::Softmax(*options),
+            input,
+            Some(mask),
+            rows,
+            cols,
+            output,
+        )
     }
 
     /// Returns the entropy of the softmax distribution of each row of `input` with `options`,
@@ -195,7 +236,14 @@ impl Engine {
         check_len("input", input.len(), elements)?;
         check_len("output", output.len(), rows)?;
         check_entropy_shape(rows, cols)?;
-        self.run(Job::Entropy(*options, unit), input, rows, cols, output)
+        self.run(
+            Job::Entropy(*options, unit),
+            input,
+            None,
+            rows,
+            cols,
+            output,
+        )
     }
 
     /// Runs `job` in host batches of whole rows, each uploaded, computed and read back in
@@ -204,6 +252,7 @@ impl Engine {
         &self,
         job: Job,
         input: &[f32],
+        mask: Option<&[f32]>,
         rows: usize,
         cols: usize,
         output: &mut [f32],
@@ -217,9 +266,15 @@ impl Engine {
                 Job::Entropy(..) => batch.start as usize..batch.end as usize,
                 _ => start..end,
             };
+            // A mask of one row serves every batch whole.
+            let batch_mask = mask.map(|mask| match mask.len() == input.len() {
+                true => &mask[start..end],
+                false => mask,
+            });
             self.run_batch(
                 job,
                 &input[start..end],
+                batch_mask,
                 batch_rows,
                 cols as u64,
                 &mut output[outputs],
@@ -232,6 +287,7 @@ impl Engine {
         &self,
         job: Job,
         input: &[f32],
+        mask: Option<&[f32]>,
         rows: u64,
         cols: u64,
         output: &mut [f32],
@@ -254,6 +310,14 @@ impl Engine {
             );
             self.queue()
                 .write_buffer(&input_buffer, 0, bytemuck::cast_slice(input));
+            let mask_buffer = mask.map(|mask| {
+                let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+                let bytes = mask.len() as u64 * F32_BYTES;
+                let buffer = self.pool.acquire(device, "mask", bytes, usage);
+                self.queue()
+                    .write_buffer(&buffer, 0, bytemuck::cast_slice(mask));
+                buffer
+            });
 
             let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("sigmax batch"),
@@ -264,9 +328,24 @@ impl Engine {
                 Job::Elementwise(op) => {
                     self.record_elementwise(&mut encoder, op, from, to, rows * cols)?
                 }
-                Job::Softmax(options) => {
-                    self.record_softmax_with(&mut encoder, from, to, rows, cols, &options)?
-                }
+                Job::Softmax(options) => match (&mask_buffer, mask) {
+                    (Some(buffer), Some(mask)) => {
+                        let region = MaskRegion {
+                            values: BufferRegion::whole(buffer),
+                            broadcast: mask.len() as u64 != rows * cols,
+                        };
+                        self.record_softmax_masked(
+                            &mut encoder,
+                            from,
+                            region,
+                            to,
+                            rows,
+                            cols,
+                            &options,
+                        )?
+                    }
+                    _ => self.record_softmax_with(&mut encoder, from, to, rows, cols, &options)?,
+                },
                 Job::Entropy(options, unit) => {
                     self.record_entropy(&mut encoder, from, to, rows, cols, &options, unit)?
                 }

@@ -480,3 +480,52 @@ fn entropy_drops_last_axis() {
         }
     }
 }
+
+#[test]
+fn softmax_with_mask_file() {
+    let folder = tempfile::tempdir().unwrap();
+    let input = data("digits_logits.npy");
+    let mask = folder.path().join("mask.npy");
+    // One row for every row: the first two classes masked out, the rest biased.
+    let mut values = vec![0.5f32; 10];
+    values[0] = f32::NEG_INFINITY;
+    values[1] = f32::NEG_INFINITY;
+    let row = sigmax::io::Array {
+        data: values,
+        shape: vec![10],
+    };
+    sigmax::io::write_npy(&mask, &row).unwrap();
+    let out = folder.path().join("out.npy");
+    for backend in cli_backends() {
+        let extra = [
+            "--mask",
+            mask.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--verify",
+        ];
+        let output = run_op("softmax", &input, &out, &extra);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{backend}: {}",
+            stderr(&output)
+        );
+        let got = read_npy(&out).unwrap();
+        for row in got.data.chunks(10) {
+            assert_eq!(&row[..2], [0.0, 0.0], "{backend}");
+        }
+    }
+
+    // A mask of another shape is bad input.
+    let wrong = sigmax::io::Array {
+        data: vec![0.0; 7],
+        shape: vec![7],
+    };
+    sigmax::io::write_npy(&mask, &wrong).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let output = run_op("softmax", &input, &out, &["--mask", mask.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("[7]"), "{}", stderr(&output));
+    assert!(!out.exists());
+}

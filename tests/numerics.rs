@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{backends, entropy_each_variant, softmax_each_variant_with};
+use common::{backends, entropy_each_variant, masked_each_variant, softmax_each_variant_with};
 use sigmax::verify::{Bound, ulp_distance};
 use sigmax::{Backend, EntropyUnit, MaskedRows, Op, SoftmaxOptions};
 
@@ -391,6 +391,83 @@ fn entropy_within_bound_with_temperature() {
                 sigmax::cpu::entropy(&input, rows, cols, &options, EntropyUnit::Nats).unwrap();
             let expected: Vec<f64> = expected.iter().map(|&e| e as f64).collect();
             assert_entropy(&input, rows, cols, &expected, &options, EntropyUnit::Nats);
+        }
+    }
+}
+
+#[test]
+fn mask_within_bound() {
+    let option_sets = [(1.0, 1.0), (2.5, 1.0), (0.3, 0.125)];
+    for (rows, cols) in [(64, 300), (3, 20_000), (2, 20_001)] {
+        let input = spread_logits(rows, cols, 30.0);
+        // A full mask of additive biases, with every seventh entry masked out, and a
+        // broadcast row of biases.
+        let mut full = common::random_values(rows * cols, 11, -50.0, 50.0);
+        full.iter_mut().step_by(7).for_each(|m| *m = -INF);
+        let row = common::random_values(cols, 12, -5.0, 5.0);
+        for mask in [&full[..], &row[..]] {
+            for (temperature, scale) in option_sets {
+                for log in [false, true] {
+                    let options = SoftmaxOptions {
+                        log,
+                        temperature,
+                        scale,
+                        ..softmax()
+                    };
+                    let expected =
+                        sigmax::cpu::softmax_masked(&input, mask, rows, cols, &options).unwrap();
+                    let bound = Bound::of(options.op());
+                    for backend in backends() {
+                        for (label, got) in
+                            masked_each_variant(backend, &input, mask, rows, cols, &options)
+                        {
+                            if let Some(index) = bound.first_violation(&got, &expected) {
+                                panic!(
+                                    "{label} mask of {} T = {temperature} S = {scale} log = {log} \
+                                     [{rows}, {cols}]: element {index}: got {:e}, expected {:e}",
+                                    mask.len(),
+                                    got[index],
+                                    expected[index]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mask_non_finite_entries() {
+    let input = [
+        1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, INF, 3.0, 1.0, 2.0, 3.0,
+    ];
+    let mask = [
+        0.0, -INF, 0.0, 0.0, NAN, 0.0, INF, 0.0, 0.0, 0.0, -INF, 0.0, -INF, -INF, -INF,
+    ];
+    // Row 0 excludes its second logit, row 1 and 2 have NaN and +inf in the mask, row 3 has
+    // +inf masked by -inf, which is NaN, and row 4 is fully masked.
+    let e = std::f64::consts::E;
+    let first = 1.0 / (1.0 + e * e) as f32;
+    let expected = [
+        [first, 0.0, 1.0 - first],
+        [NAN; 3],
+        [NAN; 3],
+        [NAN; 3],
+        [NAN; 3],
+    ];
+    for backend in backends() {
+        for (label, got) in masked_each_variant(backend, &input, &mask, 5, 3, &softmax()) {
+            for (index, &value) in got.iter().enumerate() {
+                let want = expected[index / 3][index % 3];
+                check(
+                    Op::Softmax,
+                    value,
+                    want,
+                    &format!("{label}, element {index}"),
+                );
+            }
         }
     }
 }

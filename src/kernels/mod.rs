@@ -5,6 +5,8 @@
 mod sigmoid;
 mod softmax;
 
+pub use softmax::MaskRegion;
+
 use std::num::NonZeroU64;
 use std::ops::Range;
 
@@ -53,7 +55,7 @@ impl<'a> BufferRegion<'a> {
     }
 
     /// Checks that the region holds `elements` f32 and can be bound as storage.
-    fn check(&self, name: &str, elements: u64) -> Result<()> {
+    pub(super) fn check(&self, name: &str, elements: u64) -> Result<()> {
         if !self.offset.is_multiple_of(F32_BYTES) {
             return Err(Error::InvalidArgument(format!(
                 "{name} offset {} is not a multiple of 4 bytes",

@@ -10,13 +10,23 @@ use crate::planner::{self, DType, Grid, Kernel, Op, PARTIAL_BYTES, Plan, STATS_B
 use crate::shaders::{Reduction, ShaderFamily};
 
 /// Keep in sync with the bindings listed in shaders/softmax.wgsl.
-pub(super) const LAYOUT: [wgpu::BindGroupLayoutEntry; 5] = [
+pub(super) const LAYOUT: [wgpu::BindGroupLayoutEntry; 6] = [
     uniform_entry(0),
     storage_entry(1, true),
     storage_entry(2, false),
     storage_entry(3, false),
     storage_entry(4, false),
+    storage_entry(5, true),
 ];
+
+/// An additive mask on the device for [`Engine::record_softmax_masked`].
+#[derive(Clone, Copy, Debug)]
+pub struct MaskRegion<'a> {
+    /// The mask values: the input's shape, or one row when `broadcast` is set.
+    pub values: BufferRegion<'a>,
+    /// Whether one row of `cols` values serves every row.
+    pub broadcast: bool,
+}
 
 /// Keep in sync with `Params` in shaders/softmax.wgsl.
 #[repr(C)]
@@ -40,6 +50,11 @@ struct Params {
     c2: f32,
     c_lo: f32,
     entropy_scale: f32,
+    mask_offset: u32,
+    mask_broadcast: u32,
+    b1: f32,
+    b2: f32,
+    b_lo: f32,
 }
 
 impl Engine {
@@ -92,7 +107,59 @@ impl Engine {
         options: &SoftmaxOptions,
         plan: &Plan,
     ) -> Result<()> {
-        self.record_rows(encoder, input, output, rows, cols, options, None, plan)
+        let target = Target {
+            output,
+            entropy: None,
+        };
+        self.record_rows(encoder, input, None, target, rows, cols, options, plan)
+    }
+
+    /// Records softmax or log-softmax like [`Engine::record_softmax_with`], with an additive
+    /// `mask` applied before the max: z = (scale * x + mask) / temperature. A mask entry of
+    /// -inf excludes its logit. The mask must not share a buffer with `output`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_softmax_masked(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: BufferRegion<'_>,
+        mask: MaskRegion<'_>,
+        output: BufferRegion<'_>,
+        rows: u64,
+        cols: u64,
+        options: &SoftmaxOptions,
+    ) -> Result<()> {
+        let plan = planner::plan(options.op(), DType::F32, rows, cols, self.caps())?;
+        self.record_softmax_masked_planned(encoder, input, mask, output, rows, cols, options, &plan)
+    }
+
+    /// Records masked softmax like [`Engine::record_softmax_masked`], with a plan that the
+    /// caller made with [`planner::plan`], as for [`Engine::record_softmax_planned`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_softmax_masked_planned(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: BufferRegion<'_>,
+        mask: MaskRegion<'_>,
+        output: BufferRegion<'_>,
+        rows: u64,
+        cols: u64,
+        options: &SoftmaxOptions,
+        plan: &Plan,
+    ) -> Result<()> {
+        let target = Target {
+            output,
+            entropy: None,
+        };
+        self.record_rows(
+            encoder,
+            input,
+            Some(mask),
+            target,
+            rows,
+            cols,
+            options,
+            plan,
+        )
     }
 
     /// Records the entropy of the softmax distribution of each row of a row-major
@@ -129,31 +196,27 @@ impl Engine {
         plan: &Plan,
     ) -> Result<()> {
         crate::cpu::check_entropy_shape(rows as usize, cols as usize)?;
-        self.record_rows(
-            encoder,
-            input,
+        let target = Target {
             output,
-            rows,
-            cols,
-            options,
-            Some(unit),
-            plan,
-        )
+            entropy: Some(unit),
+        };
+        self.record_rows(encoder, input, None, target, rows, cols, options, plan)
     }
 
-    /// Records softmax, log-softmax or, with `entropy`, the entropy of each row.
+    /// Records softmax, log-softmax or the entropy of each row, with an optional mask.
     #[allow(clippy::too_many_arguments)]
     fn record_rows(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         input: BufferRegion<'_>,
-        output: BufferRegion<'_>,
+        mask: Option<MaskRegion<'_>>,
+        target: Target<'_>,
         rows: u64,
         cols: u64,
         options: &SoftmaxOptions,
-        entropy: Option<EntropyUnit>,
         plan: &Plan,
     ) -> Result<()> {
+        let Target { output, entropy } = target;
         options.validate()?;
         let covered = plan.chunks.last().map_or(0, |chunk| chunk.elements.end);
         if plan.kernel == Kernel::Sigmoid || covered != rows * cols {
@@ -174,6 +237,16 @@ impl Engine {
         }
         let output_elements = if entropy.is_some() { rows } else { rows * cols };
         BufferRegion::check_pair(&input, &output, rows * cols, output_elements)?;
+        if let Some(mask) = &mask {
+            let values = if mask.broadcast { cols } else { rows * cols };
+            mask.values.check("mask", values)?;
+            if mask.values.buffer == output.buffer {
+                return Err(Error::InvalidArgument(
+                    "the mask and the output are the same buffer; give the mask its own buffer"
+                        .to_owned(),
+                ));
+            }
+        }
 
         let operation = if entropy.is_some() {
             "recording entropy"
@@ -222,6 +295,16 @@ impl Engine {
                     elements.clone()
                 }
             };
+            // A mask of the input's shape binds the chunk's elements, and a broadcast mask its
+            // one row. Without a mask, a small unused buffer fills the binding.
+            let no_mask = self
+                .pool
+                .acquire(self.device(), "softmax no mask", 16, usage);
+            let mask_binding = |elements: &std::ops::Range<u64>| match &mask {
+                Some(mask) if mask.broadcast => mask.values.bind(&(0..cols), alignment),
+                Some(mask) => mask.values.bind(elements, alignment),
+                None => (scratch_binding(&no_mask, 16), 0),
+            };
             let mut bindings: Vec<_> = plan
                 .chunks
                 .iter()
@@ -230,18 +313,27 @@ impl Engine {
                     (
                         input.bind(&chunk.elements, alignment),
                         output.bind(&range, alignment),
+                        mask_binding(&chunk.elements),
                     )
                 })
                 .collect();
 
-            // The vec4 kernel counts offsets in vec4s, and the entropy has no vec4 form.
-            let aligned = bindings
-                .iter()
-                .all(|((_, in_offset), (_, out_offset))| in_offset % 4 == 0 && out_offset % 4 == 0);
-            let vec4 = entropy.is_none() && planner::softmax_uses_vec4(plan.kernel, cols, aligned);
+            // The vec4 kernel counts offsets in vec4s. The entropy and the mask have no vec4
+            // form.
+            let aligned = bindings.iter().all(|((_, in_offset), (_, out_offset), _)| {
+                in_offset % 4 == 0 && out_offset % 4 == 0
+            });
+            let vec4 = entropy.is_none()
+                && mask.is_none()
+                && planner::softmax_uses_vec4(plan.kernel, cols, aligned);
             let offset_unit = if vec4 { 4 } else { 1 };
 
             let [c1, c2, c_lo] = options.factor_parts();
+            let [b1, b2, b_lo] = options.mask_factor_parts();
+            // With a mask, 1 / temperature multiplies the mask even where the logits' factor
+            // is 1.
+            let scaled = options.is_scaled() || (mask.is_some() && options.temperature != 1.0);
+            let mask_broadcast = u32::from(mask.is_some_and(|mask| mask.broadcast));
             // Keep in sync with the overrides in shaders/softmax.wgsl.
             let constants = [
                 ("LOG_OUTPUT", f64::from(u8::from(options.log))),
@@ -249,33 +341,41 @@ impl Engine {
                     "MASKED_ROWS_ZERO",
                     f64::from(u8::from(options.masked_rows == MaskedRows::Zero)),
                 ),
-                ("SCALED", f64::from(u8::from(options.is_scaled()))),
+                ("SCALED", f64::from(u8::from(scaled))),
                 ("ENTROPY", f64::from(u8::from(entropy.is_some()))),
+                ("MASKED", f64::from(u8::from(mask.is_some()))),
             ];
             let entropy_scale = entropy.map_or(1.0, |unit| unit.per_nat() as f32);
             let mut params: Vec<Params> = plan
                 .chunks
                 .iter()
                 .zip(&bindings)
-                .map(|(chunk, ((_, in_offset), (_, out_offset)))| Params {
-                    in_offset: *in_offset / offset_unit,
-                    out_offset: *out_offset / offset_unit,
-                    cols: cols as u32,
-                    block_len,
-                    blocks_per_row,
-                    first_row: chunk.first_row as u32,
-                    first_block: chunk.first_block,
-                    chunk_blocks: chunk.chunk_blocks,
-                    groups: chunk.grid.groups,
-                    groups_x: chunk.grid.x,
-                    one: 1.0,
-                    rows: chunk.rows as u32,
-                    partials_per_block,
-                    c1,
-                    c2,
-                    c_lo,
-                    entropy_scale,
-                })
+                .map(
+                    |(chunk, ((_, in_offset), (_, out_offset), (_, mask_offset)))| Params {
+                        in_offset: *in_offset / offset_unit,
+                        out_offset: *out_offset / offset_unit,
+                        cols: cols as u32,
+                        block_len,
+                        blocks_per_row,
+                        first_row: chunk.first_row as u32,
+                        first_block: chunk.first_block,
+                        chunk_blocks: chunk.chunk_blocks,
+                        groups: chunk.grid.groups,
+                        groups_x: chunk.grid.x,
+                        one: 1.0,
+                        rows: chunk.rows as u32,
+                        partials_per_block,
+                        c1,
+                        c2,
+                        c_lo,
+                        entropy_scale,
+                        mask_offset: *mask_offset,
+                        mask_broadcast,
+                        b1,
+                        b2,
+                        b_lo,
+                    },
+                )
                 .collect();
             if let Some(merge) = plan.merge {
                 // The merge binds the first chunk's input, which it does not access, and the
@@ -283,7 +383,7 @@ impl Engine {
                 let merge_output =
                     output.bind(&output_range(&(0..rows * cols), 0, rows), alignment);
                 let out_offset = merge_output.1;
-                bindings.push((bindings[0].0.clone(), merge_output));
+                bindings.push((bindings[0].0.clone(), merge_output, bindings[0].2.clone()));
                 params.push(Params {
                     out_offset,
                     blocks_per_row,
@@ -292,6 +392,10 @@ impl Engine {
                     c2,
                     c_lo,
                     entropy_scale,
+                    mask_broadcast,
+                    b1,
+                    b2,
+                    b_lo,
                     groups: merge.groups,
                     groups_x: merge.x,
                     one: 1.0,
@@ -309,7 +413,7 @@ impl Engine {
             )?;
             let bind_groups: Vec<wgpu::BindGroup> = (0..params.len())
                 .map(|index| {
-                    let ((input, _), (output, _)) = &bindings[index];
+                    let ((input, _), (output, _), (mask, _)) = &bindings[index];
                     self.device().create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some("softmax"),
                         layout: &layout,
@@ -341,6 +445,10 @@ impl Engine {
                                     &row_stats,
                                     stats_bytes,
                                 )),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 5,
+                                resource: wgpu::BindingResource::Buffer(mask.clone()),
                             },
                         ],
                     })
@@ -422,4 +530,10 @@ fn scratch_binding(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BufferBinding<'_>
         offset: 0,
         size: std::num::NonZeroU64::new(bytes),
     }
+}
+
+/// The destination of `record_rows`: the output, and for the entropy its unit.
+struct Target<'a> {
+    output: BufferRegion<'a>,
+    entropy: Option<EntropyUnit>,
 }

@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 
 use sigmax::planner::{self, DType, DeviceCaps};
 use sigmax::{
-    AdapterChoice, Backend, BufferRegion, Engine, EngineOptions, EntropyUnit, Op, SoftmaxOptions,
+    AdapterChoice, Backend, BufferRegion, Engine, EngineOptions, EntropyUnit, MaskRegion, Op,
+    SoftmaxOptions,
 };
 
 /// The storage binding size that test engines plan with, the common 128 MiB, so that inputs
@@ -111,6 +112,7 @@ pub fn run_into_nan(
                 op,
                 options: &options,
                 entropy: None,
+                mask: None,
                 plan: None,
             };
             run_on_buffers(engine, &launch, input, rows, cols, &mut output)
@@ -140,7 +142,19 @@ pub fn softmax_each_variant_with(
     cols: usize,
     options: &SoftmaxOptions,
 ) -> Vec<(String, Vec<f32>)> {
-    rows_each_variant(backend, input, rows, cols, options, None)
+    rows_each_variant(backend, input, None, rows, cols, options, None)
+}
+
+/// As `softmax_each_variant_with`, with an additive mask of the input's length or one row.
+pub fn masked_each_variant(
+    backend: &Backend,
+    input: &[f32],
+    mask: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &SoftmaxOptions,
+) -> Vec<(String, Vec<f32>)> {
+    rows_each_variant(backend, input, Some(mask), rows, cols, options, None)
 }
 
 /// As `softmax_each_variant_with`, for the entropy in `unit`: one value per row.
@@ -152,22 +166,24 @@ pub fn entropy_each_variant(
     options: &SoftmaxOptions,
     unit: EntropyUnit,
 ) -> Vec<(String, Vec<f32>)> {
-    rows_each_variant(backend, input, rows, cols, options, Some(unit))
+    rows_each_variant(backend, input, None, rows, cols, options, Some(unit))
 }
 
 /// Runs softmax, or with `entropy` the entropy, once per kernel variant.
 fn rows_each_variant(
     backend: &Backend,
     input: &[f32],
+    mask: Option<&[f32]>,
     rows: usize,
     cols: usize,
     options: &SoftmaxOptions,
     entropy: Option<EntropyUnit>,
 ) -> Vec<(String, Vec<f32>)> {
     let Backend::Gpu(engine) = backend else {
-        let output = match entropy {
-            Some(unit) => backend.entropy(input, rows, cols, options, unit),
-            None => backend.softmax_with(input, rows, cols, options),
+        let output = match (entropy, mask) {
+            (Some(unit), _) => backend.entropy(input, rows, cols, options, unit),
+            (None, Some(mask)) => backend.softmax_masked(input, mask, rows, cols, options),
+            (None, None) => backend.softmax_with(input, rows, cols, options),
         };
         return vec![(backend.name(), output.unwrap())];
     };
@@ -197,6 +213,7 @@ fn rows_each_variant(
                 op,
                 options,
                 entropy,
+                mask,
                 plan: Some(&plan),
             };
             run_on_buffers(
@@ -214,11 +231,12 @@ fn rows_each_variant(
 }
 
 /// What `run_on_buffers` records: `op`, with `options` for the row ops, the entropy `unit`
-/// for `Op::Entropy`, and a plan, or the engine's own plan.
+/// for `Op::Entropy`, a softmax mask, and a plan, or the engine's own plan.
 struct Launch<'a> {
     op: Op,
     options: &'a SoftmaxOptions,
     entropy: Option<EntropyUnit>,
+    mask: Option<&'a [f32]>,
     plan: Option<&'a planner::Plan>,
 }
 
@@ -243,6 +261,30 @@ fn run_on_buffers(
     let to = BufferRegion::whole(&output_buffer);
     let (rows, cols) = (rows as u64, cols as u64);
     let options = launch.options;
+    let mask_buffer = launch
+        .mask
+        .map(|mask| engine.upload("test mask", mask).unwrap());
+    if let (Some(buffer), Some(mask), Some(plan)) = (&mask_buffer, launch.mask, launch.plan) {
+        let region = MaskRegion {
+            values: BufferRegion::whole(buffer),
+            broadcast: mask.len() as u64 != rows * cols,
+        };
+        engine
+            .record_softmax_masked_planned(
+                &mut encoder,
+                from,
+                region,
+                to,
+                rows,
+                cols,
+                options,
+                plan,
+            )
+            .unwrap();
+        engine.queue().submit([encoder.finish()]);
+        engine.read_f32(&output_buffer, 0, output).unwrap();
+        return;
+    }
     match (launch.entropy, launch.plan) {
         _ if launch.op.is_elementwise() => {
             engine.record_elementwise(&mut encoder, launch.op, from, to, input.len() as u64)
