@@ -1,6 +1,8 @@
-//! sigmax evaluates sigmoid and softmax with WGSL compute shaders through wgpu, on any Vulkan,
-//! Metal, DX12 or GL adapter or on a software adapter, and checks results against an f64 CPU
-//! reference.
+//! sigmax evaluates sigmoid, log-sigmoid, SiLU, softmax, log-softmax and the entropy of
+//! softmax with WGSL compute shaders through wgpu, on any Vulkan, Metal, DX12 or GL adapter or
+//! on a software adapter, and checks results against an f64 CPU reference. Softmax takes a
+//! temperature, a scale and an additive mask ([`SoftmaxOptions`]); every op meets the bound
+//! that [`verify::Bound::of`] documents, and treats infinities and NaN as PyTorch 2 does.
 //!
 //! Layers, from the bottom:
 //! - [`planner`]: a pure function from (op, shape, dtype, device limits) to kernel, dispatch
