@@ -79,8 +79,8 @@ fn cases(shrink: usize) -> (Vec<Case>, Vec<Case>) {
 /// Runs the CPU reference of `case` into `output`.
 fn run_cpu(case: &Case, input: &[f32], output: &mut [f32]) -> sigmax::Result<()> {
     match case.op {
-        Op::Sigmoid => sigmax::cpu::sigmoid_into(input, output),
-        Op::Softmax => sigmax::cpu::softmax_into(input, case.rows, case.cols, output),
+        Op::Sigmoid => sigmax::reference::sigmoid_into(input, output),
+        Op::Softmax => sigmax::reference::softmax_into(input, case.rows, case.cols, output),
         op => panic!("the bench has no case for {}", op.name()),
     }
 }

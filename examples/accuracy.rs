@@ -12,7 +12,7 @@
 //! on absolute error.
 
 use sigmax::verify::Bound;
-use sigmax::{Backend, Engine, EngineOptions, EntropyUnit, Op, SoftmaxOptions, cpu};
+use sigmax::{Backend, Engine, EngineOptions, EntropyUnit, Op, SoftmaxOptions, reference};
 
 /// Inputs of the elementwise ops: `count` finite f32 spread over the whole range (uniform over
 /// bit patterns, so every exponent gets the same share), then every multiple of 2^-12 in
@@ -99,7 +99,7 @@ fn worst(op: Op, got: &[f32], expected: &[f32]) -> f64 {
 fn main() -> sigmax::Result<()> {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let shrink = if quick { 16 } else { 1 };
-    let mut backends = vec![Backend::Cpu];
+    let mut backends = vec![Backend::cpu()?];
     for (index, _) in sigmax::list_adapters().iter().enumerate() {
         let options = EngineOptions {
             adapter: sigmax::AdapterChoice::Index(index),
@@ -115,7 +115,7 @@ fn main() -> sigmax::Result<()> {
     let elementwise = elementwise_inputs(10_000_000 / shrink);
     for op in [Op::Sigmoid, Op::LogSigmoid, Op::Silu] {
         let mut expected = vec![0.0; elementwise.len()];
-        cpu::elementwise_into(op, &elementwise, &mut expected)?;
+        reference::elementwise_into(op, &elementwise, &mut expected)?;
         let mut cells = Vec::new();
         for backend in &backends {
             let got = backend.elementwise(op, &elementwise)?;
@@ -145,7 +145,7 @@ fn main() -> sigmax::Result<()> {
                     scale,
                     ..SoftmaxOptions::default()
                 };
-                let expected = cpu::softmax_with(&rows.data, rows.rows, rows.cols, &options)?;
+                let expected = reference::softmax_with(&rows.data, rows.rows, rows.cols, &options)?;
                 let mut cells = Vec::new();
                 for backend in &backends {
                     let got = backend.softmax_with(&rows.data, rows.rows, rows.cols, &options)?;
@@ -178,7 +178,7 @@ fn main() -> sigmax::Result<()> {
                         ..SoftmaxOptions::default()
                     };
                     let (r, c) = (rows.rows, rows.cols);
-                    let expected = cpu::softmax_masked(&rows.data, mask, r, c, &options)?;
+                    let expected = reference::softmax_masked(&rows.data, mask, r, c, &options)?;
                     let mut cells = Vec::new();
                     for backend in &backends {
                         let got = backend.softmax_masked(&rows.data, mask, r, c, &options)?;
@@ -202,7 +202,7 @@ fn main() -> sigmax::Result<()> {
                 ..SoftmaxOptions::default()
             };
             let unit = EntropyUnit::Nats;
-            let expected = cpu::entropy(&rows.data, rows.rows, rows.cols, &options, unit)?;
+            let expected = reference::entropy(&rows.data, rows.rows, rows.cols, &options, unit)?;
             let mut cells = Vec::new();
             for backend in &backends {
                 let got = backend.entropy(&rows.data, rows.rows, rows.cols, &options, unit)?;

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::cpu;
+use crate::cpu::Cpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernels::BufferRegion;
@@ -25,7 +25,7 @@ pub struct Measurement {
     pub shape: Vec<usize>,
     /// `cpu`, or the GPU backend such as `vulkan`.
     pub backend: String,
-    /// Adapter name, or `cpu reference` for the CPU.
+    /// Adapter name, or `cpu, N threads` for the CPU backend.
     pub adapter: String,
     /// Median kernel time in milliseconds: the dispatches alone on a GPU, the op on
     /// preallocated slices on the CPU.
@@ -99,16 +99,22 @@ fn softmax_options(op: Op, temperature: f32) -> Result<SoftmaxOptions> {
 /// Times `op` on `shape` on the CPU, `runs` times after one warm-up run, next to a memcpy of
 /// the same bytes.
 /// Softmax ops run at `temperature`, which the elementwise ops ignore.
-pub fn measure_cpu(op: Op, shape: &[usize], temperature: f32, runs: usize) -> Result<Measurement> {
+pub fn measure_cpu(
+    cpu: &Cpu,
+    op: Op,
+    shape: &[usize],
+    temperature: f32,
+    runs: usize,
+) -> Result<Measurement> {
     let (rows, cols) = rows_cols(op, shape);
     let input = bench_input(rows * cols);
     let mut output = vec![0.0f32; input.len()];
     let options = softmax_options(op, temperature)?;
     let run_op = |output: &mut [f32]| {
         if op.is_elementwise() {
-            cpu::elementwise_into(op, &input, output)
+            cpu.elementwise_into(op, &input, output)
         } else {
-            cpu::softmax_with_into(&input, rows, cols, &options, output)
+            cpu.softmax_with_into(&input, rows, cols, &options, output)
         }
     };
 
@@ -133,7 +139,7 @@ pub fn measure_cpu(op: Op, shape: &[usize], temperature: f32, runs: usize) -> Re
         op,
         shape: shape.to_vec(),
         backend: "cpu".to_owned(),
-        adapter: "cpu reference".to_owned(),
+        adapter: format!("cpu, {} threads", cpu.threads()),
         kernel_ms,
         end_to_end_ms: kernel_ms,
         gbps,

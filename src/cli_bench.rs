@@ -63,6 +63,7 @@ pub fn run(
     temperature: f32,
     runs: usize,
 ) -> sigmax::Result<Vec<Measurement>> {
+    let cpu_backend = sigmax::cpu::Cpu::new(None)?;
     let mut measurements = Vec::new();
     for (op, shape) in cases {
         if let Some(Backend::Gpu(engine)) = gpu {
@@ -77,7 +78,13 @@ pub fn run(
         }
         if cpu {
             log::info!("measuring {} {shape:?} on the CPU", op_name(*op));
-            measurements.push(bench::measure_cpu(*op, shape, temperature, runs)?);
+            measurements.push(bench::measure_cpu(
+                &cpu_backend,
+                *op,
+                shape,
+                temperature,
+                runs,
+            )?);
         }
     }
     Ok(measurements)

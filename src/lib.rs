@@ -1,7 +1,7 @@
 //! sigmax evaluates sigmoid, log-sigmoid, SiLU, softmax, log-softmax and the entropy of
 //! softmax with WGSL compute shaders through wgpu, on any Vulkan, Metal, DX12 or GL adapter or
 //! on a software adapter, and checks results against an f64 CPU reference. Softmax takes a
-//! temperature, a scale and an additive mask ([`SoftmaxOptions`]); every op meets the bound
+//! temperature, a scale and an additive mask ([`SoftmaxOptions`]). Every op meets the bound
 //! that [`verify::Bound::of`] documents, and treats infinities and NaN as PyTorch 2 does.
 //!
 //! Layers, from the bottom:
@@ -32,6 +32,7 @@ mod kernels;
 mod options;
 pub mod planner;
 mod pool;
+pub mod reference;
 mod run;
 pub mod shaders;
 pub mod verify;
@@ -47,25 +48,33 @@ pub use planner::Op;
 /// The wgpu version that sigmax is built on, for callers of the launchers.
 pub use wgpu;
 
-/// The device an op runs on: a GPU engine or the CPU.
+/// The device an op runs on: a GPU engine, the fast CPU backend, or the f64 reference.
 #[derive(Debug)]
 #[expect(
     clippy::large_enum_variant,
     reason = "a program holds a few backends at most, and boxing the engine would add a step for every caller"
 )]
 pub enum Backend {
-    /// The f64 CPU reference.
-    // TODO: this is the f64 reference, about ten times slower than a vectorised f32 backend.
-    Cpu,
+    /// The f64 reference, [`reference`]: the oracle, single-threaded and slow.
+    Reference,
+    /// The fast CPU backend, [`cpu::Cpu`]: vectorised and threaded, with the GPU's bounds.
+    Cpu(cpu::Cpu),
     /// A wgpu device.
     Gpu(Engine),
 }
 
 impl Backend {
-    /// A short name for logs and test output: `cpu`, or the adapter's name and backend.
+    /// Returns the fast CPU backend with one thread per core.
+    pub fn cpu() -> Result<Backend> {
+        Ok(Backend::Cpu(cpu::Cpu::new(None)?))
+    }
+
+    /// A short name for logs and test output: `reference`, `cpu`, or the adapter's name and
+    /// backend.
     pub fn name(&self) -> String {
         match self {
-            Backend::Cpu => "cpu".to_owned(),
+            Backend::Reference => "reference".to_owned(),
+            Backend::Cpu(_) => "cpu".to_owned(),
             Backend::Gpu(engine) => {
                 let info = engine.adapter_info();
                 format!("{} ({:?})", info.name, info.backend)
@@ -93,7 +102,8 @@ impl Backend {
     /// Writes the elementwise `op` of `input` into `output`, which has the input's length.
     pub fn elementwise_into(&self, op: Op, input: &[f32], output: &mut [f32]) -> Result<()> {
         match self {
-            Backend::Cpu => cpu::elementwise_into(op, input, output),
+            Backend::Reference => reference::elementwise_into(op, input, output),
+            Backend::Cpu(cpu) => cpu.elementwise_into(op, input, output),
             Backend::Gpu(engine) => engine.elementwise_into(op, input, output),
         }
     }
@@ -138,7 +148,8 @@ impl Backend {
         output: &mut [f32],
     ) -> Result<()> {
         match self {
-            Backend::Cpu => cpu::softmax_with_into(input, rows, cols, options, output),
+            Backend::Reference => reference::softmax_with_into(input, rows, cols, options, output),
+            Backend::Cpu(cpu) => cpu.softmax_with_into(input, rows, cols, options, output),
             Backend::Gpu(engine) => engine.softmax_with_into(input, rows, cols, options, output),
         }
     }
@@ -155,7 +166,12 @@ impl Backend {
         options: &SoftmaxOptions,
     ) -> Result<Vec<f32>> {
         match self {
-            Backend::Cpu => cpu::softmax_masked(input, mask, rows, cols, options),
+            Backend::Reference => reference::softmax_masked(input, mask, rows, cols, options),
+            Backend::Cpu(cpu) => {
+                let mut output = vec![0.0; input.len()];
+                cpu.softmax_masked_into(input, mask, rows, cols, options, &mut output)?;
+                Ok(output)
+            }
             Backend::Gpu(engine) => engine.softmax_masked(input, mask, rows, cols, options),
         }
     }
@@ -171,7 +187,12 @@ impl Backend {
         unit: EntropyUnit,
     ) -> Result<Vec<f32>> {
         match self {
-            Backend::Cpu => cpu::entropy(input, rows, cols, options, unit),
+            Backend::Reference => reference::entropy(input, rows, cols, options, unit),
+            Backend::Cpu(cpu) => {
+                let mut output = vec![0.0; rows];
+                cpu.entropy_into(input, rows, cols, options, unit, &mut output)?;
+                Ok(output)
+            }
             Backend::Gpu(engine) => engine.entropy(input, rows, cols, options, unit),
         }
     }

@@ -52,7 +52,7 @@ enum Command {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// GPU to measure beside the CPU; `cpu` measures the CPU alone.
+    /// GPU to measure beside the CPU backend; `cpu` measures the CPU backend alone.
     #[arg(long, short, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
     /// Adapter to measure: a number from `sigmax adapters`, or text its name contains.
@@ -192,8 +192,9 @@ struct OpArgs {
     /// Output .npy file, written with the input's shape. Replaced only when the run succeeds.
     #[arg(long, short)]
     output: PathBuf,
-    /// Device to compute on. `auto` takes the best GPU adapter and falls back to the CPU when there
-    /// is none; `cpu` is the f64 reference.
+    /// Device to compute on. `auto` takes the best GPU adapter, or the CPU when there is none.
+    /// `cpu` is the fast CPU backend, and `reference` the f64 reference that `--verify`
+    /// compares with.
     #[arg(long, short, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
     /// Adapter to run on instead of a backend's best: a number from `sigmax adapters`, or text
@@ -215,6 +216,7 @@ enum BackendArg {
     Gl,
     Software,
     Cpu,
+    Reference,
 }
 
 /// A failure with its exit code.
@@ -282,7 +284,8 @@ fn open_backend(choice: BackendArg, adapter_text: Option<&str>) -> Result<Backen
             Ok(index) => AdapterChoice::Index(index),
             Err(_) => AdapterChoice::Name(text.to_owned()),
         },
-        (None, BackendArg::Cpu) => return Ok(Backend::Cpu),
+        (None, BackendArg::Cpu) => return Ok(Backend::cpu()?),
+        (None, BackendArg::Reference) => return Ok(Backend::Reference),
         (None, BackendArg::Auto) => AdapterChoice::Auto,
         (None, BackendArg::Vulkan) => AdapterChoice::Vulkan,
         (None, BackendArg::Metal) => AdapterChoice::Metal,
@@ -299,7 +302,7 @@ fn open_backend(choice: BackendArg, adapter_text: Option<&str>) -> Result<Backen
         Ok(engine) => Ok(Backend::Gpu(engine)),
         Err(error @ Error::NoAdapter { .. }) if falls_back => {
             log::warn!("{error}; running on the CPU");
-            Ok(Backend::Cpu)
+            Ok(Backend::cpu()?)
         }
         Err(error) => Err(error.into()),
     }
@@ -392,7 +395,7 @@ fn verify_against_reference(
     path: &Path,
 ) -> Result<(), Failure> {
     let output = &result.data[..];
-    let expected = compute(job, &Backend::Cpu, input, mask)?;
+    let expected = compute(job, &Backend::Reference, input, mask)?;
     let op = job.op();
     let bound = Bound::of(op);
     let stats = verify::compare(output, &expected, bound.tiny);
@@ -479,7 +482,7 @@ fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
     };
 
     let gpu = match args.backend {
-        BackendArg::Cpu if args.adapter.is_none() => None,
+        BackendArg::Cpu | BackendArg::Reference if args.adapter.is_none() => None,
         _ => Some(open_backend(args.backend, args.adapter.as_deref())?),
     };
     let gpu = gpu.filter(|backend| matches!(backend, Backend::Gpu(_)));

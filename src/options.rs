@@ -93,8 +93,8 @@ impl SoftmaxOptions {
         let factor = self.factor() as f32;
         if !factor.is_normal() {
             return Err(Error::InvalidArgument(format!(
-                "scale {} over temperature {} is {:e}, outside the normal f32 range; \
-                 bring the two closer together",
+                "scale {:e} over temperature {:e} is {:e}, outside the range of normal f32 \
+                 numbers; bring the two closer together",
                 self.scale,
                 self.temperature,
                 self.factor()

@@ -2,12 +2,12 @@
 
 use bytemuck::Pod;
 
-use crate::cpu::{check_entropy_shape, check_len, check_mask_len, shape_elements};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernels::{BufferRegion, MaskRegion};
 use crate::options::{EntropyUnit, SoftmaxOptions};
 use crate::planner::{self, F32_BYTES, Op};
+use crate::reference::{check_entropy_shape, check_len, check_mask_len, shape_elements};
 
 impl Engine {
     /// Creates a storage buffer holding `data`, usable as a launcher's input or output and as

@@ -91,7 +91,7 @@ fn launcher_writes_at_offsets() {
             got[..5].iter().all(|v| v.is_nan()),
             "wrote before the offset: {got:?}"
         );
-        let expected = sigmax::cpu::softmax(&logits, 2, 3).unwrap();
+        let expected = sigmax::reference::softmax(&logits, 2, 3).unwrap();
         common::assert_close(&got[5..], &expected, 1e-7, &engine.adapter_info().name);
     }
 }
@@ -143,7 +143,7 @@ fn run_at_offsets(
 fn sigmoid_at_aligned_and_unaligned_offsets() {
     // 16-byte aligned regions take the vec4 kernel with a scalar tail; others run scalar.
     let logits: Vec<f32> = (0..1_003).map(|i| (i as f32 - 500.0) * 0.05).collect();
-    let expected = sigmax::cpu::sigmoid(&logits);
+    let expected = sigmax::reference::sigmoid(&logits);
     for engine in common::gpu_engines(Default::default()) {
         for (input_pad, output_pad) in [(0, 0), (4, 4), (1, 4), (4, 3)] {
             let got = run_at_offsets(&engine, Op::Sigmoid, &logits, 1, input_pad, output_pad);
@@ -164,7 +164,7 @@ fn softmax_at_aligned_and_unaligned_offsets() {
     let logits: Vec<f32> = (0..rows * cols)
         .map(|i| ((i * 37) % 101) as f32 * 0.3 - 15.0)
         .collect();
-    let expected = sigmax::cpu::softmax(&logits, rows, cols).unwrap();
+    let expected = sigmax::reference::softmax(&logits, rows, cols).unwrap();
     for engine in common::gpu_engines(Default::default()) {
         for (input_pad, output_pad) in [(0, 0), (4, 8), (1, 0), (0, 3)] {
             let got = run_at_offsets(&engine, Op::Softmax, &logits, cols, input_pad, output_pad);

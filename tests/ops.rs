@@ -7,7 +7,7 @@ use common::{
     test_data,
 };
 use sigmax::verify::{Bound, ulp_distance};
-use sigmax::{Backend, EngineOptions, Op, cpu};
+use sigmax::{Backend, EngineOptions, Op, reference};
 
 #[test]
 fn digits_softmax_reproduces_sklearn() {
@@ -47,7 +47,7 @@ fn rows_with_max_positions(cols: usize, seed: u64) -> Vec<f32> {
 /// 1, and results match the reference.
 fn check_softmax_rows(backend: &Backend, cols: usize) {
     let input = rows_with_max_positions(cols, cols as u64);
-    let expected = cpu::softmax(&input, 3, cols).unwrap();
+    let expected = reference::softmax(&input, 3, cols).unwrap();
     for (label, got) in softmax_each_variant(backend, &input, 3, cols) {
         let context = format!("{label} cols = {cols}");
         assert_all_written(&got, &context);
@@ -93,7 +93,7 @@ fn softmax_many_rows_fold_grid() {
     // 65,537 rows of 40 run one workgroup per row where the planner picks the row kernel.
     for (rows, cols) in [(65_536, 2), (65_537, 2), (65_537, 40)] {
         let input = random_values(rows * cols, rows as u64, -30.0, 30.0);
-        let expected = cpu::softmax(&input, rows, cols).unwrap();
+        let expected = reference::softmax(&input, rows, cols).unwrap();
         for backend in backends() {
             let context = format!("{} [{rows}, {cols}]", backend.name());
             let got = run_into_nan(backend, Op::Softmax, &input, rows, cols);
@@ -110,7 +110,7 @@ fn softmax_many_rows_fold_grid() {
 #[test]
 fn sigmoid_past_workgroup_limit() {
     let input = random_values(16_776_961, 1, -40.0, 40.0);
-    let expected = cpu::sigmoid(&input);
+    let expected = reference::sigmoid(&input);
     for backend in backends() {
         let got = run_into_nan(backend, Op::Sigmoid, &input, input.len(), 1);
         assert_all_written(&got, &backend.name());
@@ -126,7 +126,7 @@ fn sigmoid_folded_grid() {
         ..Default::default()
     });
     let input = random_values(16_776_961, 7, -40.0, 40.0);
-    let expected = cpu::sigmoid(&input);
+    let expected = reference::sigmoid(&input);
     for engine in engines {
         let backend = Backend::Gpu(engine);
         let got = run_into_nan(&backend, Op::Sigmoid, &input, input.len(), 1);
@@ -139,7 +139,7 @@ fn sigmoid_folded_grid() {
 fn sigmoid_above_binding_size() {
     // One element more than a 128 MiB binding holds.
     let input = random_values(33_554_433, 2, -40.0, 40.0);
-    let expected = cpu::sigmoid(&input);
+    let expected = reference::sigmoid(&input);
     for backend in backends() {
         let got = run_into_nan(backend, Op::Sigmoid, &input, input.len(), 1);
         assert_all_written(&got, &backend.name());
@@ -152,7 +152,7 @@ fn softmax_one_long_row() {
     let cols = 16_777_216;
     let mut input = random_values(cols, 3, -20.0, 20.0);
     input[cols - 3] = 25.0;
-    let expected = cpu::softmax(&input, 1, cols).unwrap();
+    let expected = reference::softmax(&input, 1, cols).unwrap();
     for backend in backends() {
         let got = run_into_nan(backend, Op::Softmax, &input, 1, cols);
         assert_all_written(&got, &backend.name());
@@ -183,7 +183,7 @@ fn engines_with_small_bindings() -> Vec<Backend> {
 /// that every element is written.
 fn check_long_rows(backends: &[Backend], input: &[f32], rows: usize, case: &str) {
     let cols = input.len() / rows;
-    let expected = cpu::softmax(input, rows, cols).unwrap();
+    let expected = reference::softmax(input, rows, cols).unwrap();
     let bound = Bound::of(Op::Softmax);
     for backend in backends {
         for (label, got) in softmax_each_variant(backend, input, rows, cols) {
@@ -259,7 +259,7 @@ fn sigmoid_extreme_values() {
     let input = [
         10_000.0, -10_000.0, 100.0, -100.0, 88.8, -88.8, -18.0, -18.25, -18.5625, -20.0, 0.0,
     ];
-    let expected = cpu::sigmoid(&input);
+    let expected = reference::sigmoid(&input);
     for backend in backends() {
         let got = backend.sigmoid(&input).unwrap();
         for ((&x, &y), &want) in input.iter().zip(&got).zip(&expected) {
@@ -299,8 +299,8 @@ fn sigmoid_is_two_class_softmax() {
 fn results_within_documented_bounds() {
     let (rows, cols) = (64, 1_000);
     let input = random_values(rows * cols, 6, -60.0, 60.0);
-    let expected_sigmoid = cpu::sigmoid(&input);
-    let expected_softmax = cpu::softmax(&input, rows, cols).unwrap();
+    let expected_sigmoid = reference::sigmoid(&input);
+    let expected_softmax = reference::softmax(&input, rows, cols).unwrap();
     for backend in backends() {
         let sigmoid = backend.sigmoid(&input).unwrap();
         let softmax = backend.softmax(&input, rows, cols).unwrap();
@@ -320,7 +320,7 @@ fn softmax_within_bound_every_variant() {
     let bound = Bound::of(Op::Softmax);
     for (rows, cols) in [(4096, 4096), (8192, 16), (2, 70_000)] {
         let input = sigmax::bench::bench_input(rows * cols);
-        let expected = cpu::softmax(&input, rows, cols).unwrap();
+        let expected = reference::softmax(&input, rows, cols).unwrap();
         for backend in backends() {
             for (label, got) in softmax_each_variant(backend, &input, rows, cols) {
                 if let Some(index) = bound.first_violation(&got, &expected) {

@@ -195,7 +195,7 @@ impl Engine {
         unit: EntropyUnit,
         plan: &Plan,
     ) -> Result<()> {
-        crate::cpu::check_entropy_shape(rows as usize, cols as usize)?;
+        crate::reference::check_entropy_shape(rows as usize, cols as usize)?;
         let target = Target {
             output,
             entropy: Some(unit),

@@ -20,7 +20,7 @@ pub const TEST_BINDING_BYTES: u64 = 128 << 20;
 pub fn backends() -> &'static [Backend] {
     static BACKENDS: OnceLock<Vec<Backend>> = OnceLock::new();
     BACKENDS.get_or_init(|| {
-        let mut backends = vec![Backend::Cpu];
+        let mut backends = vec![Backend::cpu().unwrap()];
         backends.extend(
             gpu_engines(EngineOptions {
                 max_storage_binding_bytes: Some(TEST_BINDING_BYTES),
@@ -91,10 +91,10 @@ pub fn run_into_nan(
 ) -> Vec<f32> {
     let mut output = vec![f32::NAN; input.len()];
     match backend {
-        Backend::Cpu if op.is_elementwise() => {
+        Backend::Reference | Backend::Cpu(_) if op.is_elementwise() => {
             backend.elementwise_into(op, input, &mut output).unwrap()
         }
-        Backend::Cpu => {
+        Backend::Reference | Backend::Cpu(_) => {
             let options = SoftmaxOptions {
                 log: op == Op::LogSoftmax,
                 ..SoftmaxOptions::default()

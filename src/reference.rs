@@ -192,11 +192,23 @@ fn row_logits(x: &[f32], mask: Option<&[f32]>, options: &SoftmaxOptions) -> RowL
         }
         Some(mask) => {
             let mask_factor = 1.0 / options.temperature as f64;
+            // A logit beyond the f32 range is infinite, as it is in the kernels' f32: +inf
+            // makes the row NaN, and -inf excludes the logit.
             let z: Vec<f64> = x
                 .iter()
                 .zip(mask)
                 .map(|(&v, &m)| factor * v as f64 + mask_factor * m as f64)
+                .map(|z| {
+                    if (z as f32).is_infinite() {
+                        z.signum() * f64::INFINITY
+                    } else {
+                        z
+                    }
+                })
                 .collect();
+            if z.contains(&f64::INFINITY) {
+                return RowLogits::Poisoned;
+            }
             let max = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
             if max == f64::NEG_INFINITY {
                 return RowLogits::Excluded;
@@ -295,7 +307,8 @@ fn row_entropy(x: &[f32], options: &SoftmaxOptions, unit: EntropyUnit) -> f64 {
 pub(crate) fn check_entropy_shape(rows: usize, cols: usize) -> Result<()> {
     if rows > 0 && cols == 0 {
         return Err(Error::InvalidArgument(format!(
-            "the entropy of rows of 0 elements is undefined; the input has {rows} such rows"
+            "the entropy of a row of 0 elements is undefined, and the input has {rows} rows of \
+             0 elements; give rows of at least one element"
         )));
     }
     Ok(())

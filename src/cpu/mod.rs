@@ -1,0 +1,826 @@
+//! The fast CPU backend: every op of the library with the GPU path's semantics and error
+//! bounds, vectorised for the CPU it runs on and spread over a thread pool.
+//!
+//! - The kernels are plain loops over lanes of 16 elements that the compiler vectorises. Each
+//!   entry point is compiled for AVX-512, AVX2 and NEON and for any CPU, and the best version
+//!   for the running CPU is picked at run time (the `multiversion` crate).
+//! - Rows that fit in cache run three sweeps (max, exp and sum, normalise), reading memory
+//!   once. Rows longer than `ROW_BLOCK` run as blocks, in parallel: each block's max and sum,
+//!   then a merge, then a normalising pass that evaluates exp again. That is two reads and one
+//!   write per element, like the GPU's split path.
+//! - Work is split into tasks of whole rows, or of the blocks of a long row, of at least
+//!   `TASK_ELEMENTS` elements each, on a rayon pool whose size is settable.
+//!
+//! The f64 reference in [`crate::reference`] stays separate: it is the oracle these kernels
+//! are tested against.
+
+mod math;
+
+use std::cell::RefCell;
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::options::{EntropyUnit, MaskedRows, SoftmaxOptions};
+use crate::planner::Op;
+use crate::reference::{check_entropy_shape, check_len, check_mask_len, shape_elements};
+use math::Factor;
+
+/// Elements a kernel processes per step, one per vector lane on AVX-512.
+const LANES: usize = 16;
+
+/// Maximum row length processed whole in cache; longer rows run as blocks of this many
+/// elements.
+// TODO: chosen as 64 KiB of f32, the L2 share of one core on common CPUs; not measured.
+pub const ROW_BLOCK: usize = 16_384;
+
+/// Minimum elements per task, so that scheduling stays small next to the work.
+// TODO: not measured; rayon tasks cost a few microseconds, about 16K elements of softmax.
+pub const TASK_ELEMENTS: usize = 1 << 15;
+
+/// The fast CPU backend: a thread pool and the vectorised kernels.
+#[derive(Debug)]
+pub struct Cpu {
+    pool: rayon::ThreadPool,
+}
+
+impl Cpu {
+    /// Creates the backend with `threads` worker threads, or one per core for `None`.
+    pub fn new(threads: Option<usize>) -> Result<Cpu> {
+        if threads == Some(0) {
+            return Err(Error::InvalidArgument(
+                "0 threads requested; give at least 1, or none for one per core".to_owned(),
+            ));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.unwrap_or(0))
+            .thread_name(|index| format!("sigmax-cpu-{index}"))
+            .build()
+            .map_err(|error| Error::InvalidArgument(format!("cannot start threads: {error}")))?;
+        Ok(Cpu { pool })
+    }
+
+    /// Returns the number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Writes the elementwise `op` (sigmoid, log-sigmoid or SiLU) of `input` into `output`,
+    /// which has the input's length.
+    pub fn elementwise_into(&self, op: Op, input: &[f32], output: &mut [f32]) -> Result<()> {
+        check_len("output", output.len(), input.len())?;
+        let function = elementwise_function(op)?;
+        self.pool.install(|| {
+            output
+                .par_chunks_mut(TASK_ELEMENTS)
+                .zip(input.par_chunks(TASK_ELEMENTS))
+                .for_each(|(y, x)| map_slice(function, x, y));
+        });
+        Ok(())
+    }
+
+    /// Replaces each element of `data` with the elementwise `op` of it.
+    pub fn elementwise_in_place(&self, op: Op, data: &mut [f32]) -> Result<()> {
+        let function = elementwise_function(op)?;
+        self.pool.install(|| {
+            data.par_chunks_mut(TASK_ELEMENTS)
+                .for_each(|y| map_in_place(function, y));
+        });
+        Ok(())
+    }
+
+    /// Writes the softmax, or log-softmax, of each row of `input` with `options` into
+    /// `output`, which has the input's length.
+    pub fn softmax_with_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let elements = check_rows(rows, cols, options)?;
+        check_len("input", input.len(), elements)?;
+        check_len("output", output.len(), elements)?;
+        let params = RowParams::new(options, None);
+        self.run_rows(Rows::Separate(input, output), None, rows, cols, &params);
+        Ok(())
+    }
+
+    /// Replaces each row of `data` with its softmax, or log-softmax, with `options`.
+    pub fn softmax_in_place(
+        &self,
+        data: &mut [f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+    ) -> Result<()> {
+        let elements = check_rows(rows, cols, options)?;
+        check_len("data", data.len(), elements)?;
+        let params = RowParams::new(options, None);
+        self.run_rows(Rows::InPlace(data), None, rows, cols, &params);
+        Ok(())
+    }
+
+    /// As [`Cpu::softmax_with_into`], with an additive mask of the input's length or of one
+    /// row: z = (scale * x + mask) / temperature.
+    pub fn softmax_masked_into(
+        &self,
+        input: &[f32],
+        mask: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let elements = check_rows(rows, cols, options)?;
+        check_len("input", input.len(), elements)?;
+        check_len("output", output.len(), elements)?;
+        check_mask_len(mask.len(), rows, cols)?;
+        let params = RowParams::new(options, None);
+        self.run_rows(
+            Rows::Separate(input, output),
+            Some(mask),
+            rows,
+            cols,
+            &params,
+        );
+        Ok(())
+    }
+
+    /// Writes the entropy of each row's softmax distribution into `output`, one per row.
+    pub fn entropy_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        unit: EntropyUnit,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let elements = check_rows(rows, cols, options)?;
+        check_len("input", input.len(), elements)?;
+        check_len("output", output.len(), rows)?;
+        check_entropy_shape(rows, cols)?;
+        let params = RowParams::new(options, Some(unit));
+        self.run_rows(Rows::Entropy(input, output), None, rows, cols, &params);
+        Ok(())
+    }
+
+    /// Splits the rows into tasks and runs them on the pool.
+    fn run_rows(
+        &self,
+        rows_data: Rows<'_>,
+        mask: Option<&[f32]>,
+        rows: usize,
+        cols: usize,
+        params: &RowParams,
+    ) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        // A mask of one row serves every row; a full mask is split like the input.
+        let mask_for = |first_row: usize, count: usize| -> Option<&[f32]> {
+            mask.map(|mask| match mask.len() == cols && rows * cols != cols {
+                true => mask,
+                false => &mask[first_row * cols..(first_row + count) * cols],
+            })
+        };
+        if cols > ROW_BLOCK {
+            // Long rows: one row at a time, its blocks in parallel.
+            self.pool.install(|| match rows_data {
+                Rows::Separate(input, output) => {
+                    for row in 0..rows {
+                        let range = row * cols..(row + 1) * cols;
+                        let x = &input[range.clone()];
+                        long_row(x, mask_for(row, 1), Out::Row(&mut output[range]), params);
+                    }
+                }
+                Rows::InPlace(data) => {
+                    for row in data.chunks_exact_mut(cols).enumerate() {
+                        let (index, y) = row;
+                        long_row_in_place(y, mask_for(index, 1), params);
+                    }
+                }
+                Rows::Entropy(input, output) => {
+                    for (row, h) in output.iter_mut().enumerate() {
+                        let x = &input[row * cols..(row + 1) * cols];
+                        long_row(x, mask_for(row, 1), Out::Entropy(h), params);
+                    }
+                }
+            });
+            return;
+        }
+        let rows_per_task = TASK_ELEMENTS.div_ceil(cols).max(1);
+        let task = |first_row: usize, count: usize| (first_row, count, mask_for(first_row, count));
+        self.pool.install(|| match rows_data {
+            Rows::Separate(input, output) => output
+                .par_chunks_mut(rows_per_task * cols)
+                .zip(input.par_chunks(rows_per_task * cols))
+                .enumerate()
+                .for_each(|(index, (y, x))| {
+                    let (_, count, mask) = task(index * rows_per_task, y.len() / cols);
+                    rows_in_cache(x, mask, RowsOut::Rows(y), count, cols, params);
+                }),
+            Rows::InPlace(data) => data
+                .par_chunks_mut(rows_per_task * cols)
+                .enumerate()
+                .for_each(|(index, y)| {
+                    let (_, count, mask) = task(index * rows_per_task, y.len() / cols);
+                    with_scratch(y.len(), |copy| {
+                        copy.copy_from_slice(y);
+                        rows_in_cache(copy, mask, RowsOut::Rows(y), count, cols, params);
+                    });
+                }),
+            Rows::Entropy(input, output) => output
+                .par_chunks_mut(rows_per_task)
+                .zip(input.par_chunks(rows_per_task * cols))
+                .enumerate()
+                .for_each(|(index, (h, x))| {
+                    let (_, count, mask) = task(index * rows_per_task, h.len());
+                    rows_in_cache(x, mask, RowsOut::Entropy(h), count, cols, params);
+                }),
+        });
+    }
+}
+
+/// Validates the options and the shape; returns rows * cols.
+fn check_rows(rows: usize, cols: usize, options: &SoftmaxOptions) -> Result<usize> {
+    options.validate()?;
+    shape_elements(rows, cols)
+}
+
+/// Checks that `op` is elementwise and returns it.
+fn elementwise_function(op: Op) -> Result<Op> {
+    if op.is_elementwise() {
+        return Ok(op);
+    }
+    Err(Error::InvalidArgument(format!(
+        "{} is not elementwise; call softmax_with_into or entropy_into",
+        op.name()
+    )))
+}
+
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn map_slice(op: Op, x: &[f32], y: &mut [f32]) {
+    match op {
+        Op::LogSigmoid => map_with(math::log_sigmoid, x, y),
+        Op::Silu => map_with(math::silu, x, y),
+        _ => map_with(math::sigmoid, x, y),
+    }
+}
+
+/// As `map_slice`, over a block copied first to scratch memory, so that the output may
+/// overwrite the input.
+fn map_in_place(op: Op, y: &mut [f32]) {
+    with_scratch(y.len(), |copy| {
+        copy.copy_from_slice(y);
+        map_slice(op, copy, y);
+    });
+}
+
+/// Applies `function` to each element, in lanes the compiler vectorises once `function` is
+/// inlined.
+#[inline(always)]
+fn map_with(function: impl Fn(f32) -> f32, x: &[f32], y: &mut [f32]) {
+    let mut y_chunks = y.chunks_exact_mut(LANES);
+    let mut x_chunks = x.chunks_exact(LANES);
+    for (out, input) in (&mut y_chunks).zip(&mut x_chunks) {
+        for lane in 0..LANES {
+            out[lane] = function(input[lane]);
+        }
+    }
+    for (out, &value) in y_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(x_chunks.remainder())
+    {
+        *out = function(value);
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_LO: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a thread-local scratch slice of `len` f32.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < len {
+            scratch.resize(len, 0.0);
+        }
+        f(&mut scratch[..len])
+    })
+}
+
+/// Input and output of a launch over rows.
+enum Rows<'a> {
+    Separate(&'a [f32], &'a mut [f32]),
+    InPlace(&'a mut [f32]),
+    Entropy(&'a [f32], &'a mut [f32]),
+}
+
+/// The options of a row launch, prepared for the kernels.
+#[derive(Clone, Copy)]
+struct RowParams {
+    /// The factor c = scale / temperature, if it differs from 1.
+    factor: Option<Factor>,
+    /// The factor 1 / temperature of a mask, if it differs from 1.
+    mask_factor: Option<Factor>,
+    log: bool,
+    masked_rows: MaskedRows,
+    /// The factor from nats to the entropy's unit, for the entropy.
+    entropy: Option<f32>,
+}
+
+impl RowParams {
+    fn new(options: &SoftmaxOptions, entropy: Option<EntropyUnit>) -> RowParams {
+        let parts = |[c1, c2, lo]: [f32; 3]| Factor { c1, c2, lo };
+        RowParams {
+            factor: options.is_scaled().then(|| parts(options.factor_parts())),
+            mask_factor: (options.temperature != 1.0).then(|| parts(options.mask_factor_parts())),
+            log: options.log,
+            masked_rows: options.masked_rows,
+            entropy: entropy.map(|unit| unit.per_nat() as f32),
+        }
+    }
+
+    /// Returns the output of every element of a row without a finite max key.
+    fn fill(&self, key: u32) -> f32 {
+        let masked = key <= math::KEY_NEG_INF && self.masked_rows == MaskedRows::Zero;
+        match (masked, self.log && self.entropy.is_none()) {
+            (false, _) => f32::NAN,
+            (true, false) => 0.0,
+            (true, true) => f32::NEG_INFINITY,
+        }
+    }
+}
+
+/// The destination of an in-cache task: the rows themselves, or one entropy per row.
+enum RowsOut<'a> {
+    Rows(&'a mut [f32]),
+    Entropy(&'a mut [f32]),
+}
+
+/// The destination of one long row.
+enum Out<'a> {
+    Row(&'a mut [f32]),
+    Entropy(&'a mut f32),
+}
+
+/// Computes the masked logits of `x` as unevaluated sums z = hi + lo. The non-finite cases
+/// are coded in hi: -inf for an excluded logit, NaN for one that makes its row NaN.
+fn masked_logits(
+    x: &[f32],
+    mask: &[f32],
+    cols: usize,
+    params: &RowParams,
+    hi: &mut [f32],
+    lo: &mut [f32],
+) {
+    for (index, ((&value, h), l)) in x.iter().zip(hi.iter_mut()).zip(lo.iter_mut()).enumerate() {
+        let addend = mask[if mask.len() == x.len() {
+            index
+        } else {
+            index % cols
+        }];
+        let state = state_of(value).max(state_of(addend));
+        let (p, q) = if state == 0 {
+            let p = params
+                .factor
+                .map_or((value, 0.0), |c| math::scaled((value, 0.0), c));
+            let q = params
+                .mask_factor
+                .map_or((addend, 0.0), |b| math::scaled((addend, 0.0), b));
+            (p, q)
+        } else {
+            ((0.0, 0.0), (0.0, 0.0))
+        };
+        let (sum, error) = math::two_difference(p.0, -q.0);
+        *h = match state {
+            0 => sum,
+            1 => f32::NEG_INFINITY,
+            _ => f32::NAN,
+        };
+        *l = (error + p.1) + q.1;
+    }
+}
+
+/// 0 for a finite value, 1 for -inf, 2 for +inf and NaN.
+fn state_of(x: f32) -> u8 {
+    if x.is_finite() {
+        0
+    } else if x == f32::NEG_INFINITY {
+        1
+    } else {
+        2
+    }
+}
+
+/// Runs `count` rows of `cols` elements that fit in cache.
+fn rows_in_cache(
+    x: &[f32],
+    mask: Option<&[f32]>,
+    out: RowsOut<'_>,
+    count: usize,
+    cols: usize,
+    params: &RowParams,
+) {
+    match mask {
+        None => rows_kernel(x, None, out, count, cols, params),
+        Some(mask) => SCRATCH_LO.with(|lo| {
+            let mut lo = lo.borrow_mut();
+            if lo.len() < x.len() {
+                lo.resize(x.len(), 0.0);
+            }
+            with_scratch(x.len(), |hi| {
+                masked_logits(x, mask, cols, params, hi, &mut lo[..x.len()]);
+                // The factor is in the logits already.
+                let unscaled = RowParams {
+                    factor: None,
+                    ..*params
+                };
+                rows_kernel(hi, Some(&lo[..x.len()]), out, count, cols, &unscaled);
+            });
+        }),
+    }
+}
+
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn rows_kernel<'a>(
+    x: &[f32],
+    lo: Option<&[f32]>,
+    out: RowsOut<'a>,
+    count: usize,
+    cols: usize,
+    params: &RowParams,
+) {
+    match out {
+        RowsOut::Rows(y) => {
+            for row in 0..count {
+                let range = row * cols..(row + 1) * cols;
+                let lo_row = lo.map(|lo| &lo[range.clone()]);
+                let _ = one_row(&x[range.clone()], lo_row, Some(&mut y[range]), params);
+            }
+        }
+        RowsOut::Entropy(h) => {
+            for (row, value) in h.iter_mut().enumerate().take(count) {
+                let range = row * cols..(row + 1) * cols;
+                let lo_row = lo.map(|lo| &lo[range.clone()]);
+                *value = one_row(&x[range], lo_row, None, params);
+            }
+        }
+    }
+}
+
+/// Runs one row in cache. Writes the row to `y`, or returns its entropy when `y` is `None`.
+#[inline(always)]
+fn one_row(x: &[f32], lo: Option<&[f32]>, y: Option<&mut [f32]>, params: &RowParams) -> f32 {
+    let key = max_key(x);
+    if !math::key_is_finite(key) {
+        let fill = params.fill(key);
+        if let Some(y) = y {
+            y.fill(fill);
+        }
+        return fill;
+    }
+    let m = math::key_value(key);
+    let store = !params.log && y.is_some();
+    let mut y = y;
+    let stats = exp_sum(
+        x,
+        lo,
+        m,
+        params,
+        if store { y.as_deref_mut() } else { None },
+    );
+    match y {
+        None => entropy_of(stats.0, stats.1, params),
+        Some(y) => {
+            if params.log {
+                log_pass(x, lo, m, math::log_accurate(stats.0), params, y);
+            } else {
+                divide(y, stats.0);
+            }
+            0.0
+        }
+    }
+}
+
+fn entropy_of(sum: f32, entropy_sum: f32, params: &RowParams) -> f32 {
+    (math::log_accurate(sum) - entropy_sum / sum) * params.entropy.unwrap_or(1.0)
+}
+
+/// Returns the max order key over `x`.
+#[inline(always)]
+fn max_key(x: &[f32]) -> u32 {
+    let mut lanes = [0u32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for lane in 0..LANES {
+            lanes[lane] = lanes[lane].max(math::order_key(chunk[lane]));
+        }
+    }
+    let mut key = lanes.iter().copied().max().unwrap_or(0);
+    for &value in chunks.remainder() {
+        key = key.max(math::order_key(value));
+    }
+    key
+}
+
+/// (exp(z - m), z - m) of one logit with its remainder `lo`; (0, 0) for -inf.
+#[inline(always)]
+fn term(x: f32, lo: f32, m: f32, factor: Option<Factor>) -> (f32, f32) {
+    let excluded = x == f32::NEG_INFINITY;
+    let hi = if excluded { m } else { x };
+    let (d_hi, d_lo) = shift(hi, lo, m, factor);
+    let e = math::exp_nonpositive(d_hi, d_lo);
+    if excluded {
+        (0.0, 0.0)
+    } else {
+        (e, d_hi + d_lo)
+    }
+}
+
+/// z - m as an unevaluated sum: the exact difference, times the factor if there is one,
+/// plus the logit's remainder (only masked logits have one, and no factor). When x - m
+/// overflows f32, the halves of x and m give half the difference exactly, and the factor
+/// doubles. Unscaled, the result is then -inf, which is the rounding of its exact value.
+#[inline(always)]
+fn shift(x: f32, lo: f32, m: f32, factor: Option<Factor>) -> (f32, f32) {
+    let whole = math::two_difference(x, m);
+    let overflows = !whole.0.is_finite();
+    let d = if overflows {
+        math::two_difference(x * 0.5, m * 0.5)
+    } else {
+        whole
+    };
+    let k = if overflows { 2.0 } else { 1.0 };
+    match factor {
+        Some(c) => {
+            let doubled = Factor {
+                c1: c.c1 * k,
+                c2: c.c2 * k,
+                lo: c.lo * k,
+            };
+            math::scaled(d, doubled)
+        }
+        None if overflows => (d.0 * k, 0.0),
+        // Fold the remainder in with TwoSum: it can exceed half an ULP of the difference, as
+        // when a mask of 1e8 rounds away the logit.
+        None => math::two_difference(d.0, -(d.1 + lo)),
+    }
+}
+
+/// Sums exp(z - m) and, for the entropy, exp(z - m) * (z - m) over `x`, compensated per lane,
+/// storing each exp in `y` if given. Returns (sum, entropy sum).
+#[inline(always)]
+fn exp_sum(
+    x: &[f32],
+    lo: Option<&[f32]>,
+    m: f32,
+    params: &RowParams,
+    y: Option<&mut [f32]>,
+) -> (f32, f32) {
+    let entropy = params.entropy.is_some();
+    let factor = params.factor;
+    let mut sum = [0.0f32; LANES];
+    let mut error = [0.0f32; LANES];
+    let mut esum = [0.0f32; LANES];
+    let mut eerror = [0.0f32; LANES];
+    let mut add = |lane: usize, e: f32, s: f32| {
+        let (t, err) = math::add_compensated((sum[lane], error[lane]), e);
+        sum[lane] = t;
+        error[lane] = err;
+        if entropy {
+            // A term whose exp underflows adds 0, even where z - m overflowed to -inf.
+            let weighted = if e == 0.0 { 0.0 } else { e * s };
+            let (t, err) = math::add_compensated((esum[lane], eerror[lane]), weighted);
+            esum[lane] = t;
+            eerror[lane] = err;
+        }
+    };
+    let lo_at = |index: usize| lo.map_or(0.0, |lo| lo[index]);
+    let mut y = y;
+    // Whole lanes first, then the remainder in the first lanes. `y` is loop-invariant, so
+    // the compiler keeps one loop with and one without the store.
+    let full = x.len() / LANES * LANES;
+    for start in (0..full).step_by(LANES) {
+        for lane in 0..LANES {
+            let (e, s) = term(x[start + lane], lo_at(start + lane), m, factor);
+            if let Some(y) = y.as_deref_mut() {
+                y[start + lane] = e;
+            }
+            add(lane, e, s);
+        }
+    }
+    for (lane, index) in (full..x.len()).enumerate() {
+        let (e, s) = term(x[index], lo_at(index), m, factor);
+        if let Some(y) = y.as_deref_mut() {
+            y[index] = e;
+        }
+        add(lane, e, s);
+    }
+    let merge = |totals: &[f32; LANES], errors: &[f32; LANES]| {
+        let mut merged = (0.0, 0.0);
+        for lane in 0..LANES {
+            merged = math::add_compensated(merged, totals[lane]);
+            merged = math::add_compensated(merged, errors[lane]);
+        }
+        merged.0 + merged.1
+    };
+    (merge(&sum, &error), merge(&esum, &eerror))
+}
+
+/// Divides each element of `y` by `d`.
+#[inline(always)]
+fn divide(y: &mut [f32], d: f32) {
+    for value in y.iter_mut() {
+        *value /= d;
+    }
+}
+
+/// Writes (z - m) - log_sum for each logit; -inf stays -inf.
+#[inline(always)]
+fn log_pass(
+    x: &[f32],
+    lo: Option<&[f32]>,
+    m: f32,
+    log_sum: f32,
+    params: &RowParams,
+    y: &mut [f32],
+) {
+    for (index, (out, &value)) in y.iter_mut().zip(x).enumerate() {
+        let excluded = value == f32::NEG_INFINITY;
+        let lo = lo.map_or(0.0, |lo| lo[index]);
+        let (hi, lo) = shift(if excluded { m } else { value }, lo, m, params.factor);
+        *out = if excluded {
+            f32::NEG_INFINITY
+        } else {
+            (hi - log_sum) + lo
+        };
+    }
+}
+
+/// Runs one row longer than `ROW_BLOCK` as blocks in parallel: each block's (max key, sum,
+/// entropy sum), the merge, then the normalising pass.
+fn long_row(x: &[f32], mask: Option<&[f32]>, out: Out<'_>, params: &RowParams) {
+    let stats = long_row_stats(x, mask, params);
+    match out {
+        Out::Entropy(h) => *h = stats.entropy,
+        Out::Row(y) => {
+            if !math::key_is_finite(stats.key) {
+                let fill = params.fill(stats.key);
+                y.par_chunks_mut(ROW_BLOCK)
+                    .for_each(|block| block.fill(fill));
+                return;
+            }
+            y.par_chunks_mut(ROW_BLOCK)
+                .zip(x.par_chunks(ROW_BLOCK))
+                .enumerate()
+                .for_each(|(index, (y, x))| {
+                    let mask =
+                        mask.map(|mask| &mask[index * ROW_BLOCK..index * ROW_BLOCK + x.len()]);
+                    normalize_block(x, mask, y, &stats, params);
+                });
+        }
+    }
+}
+
+/// As `long_row`, writing over the row.
+fn long_row_in_place(y: &mut [f32], mask: Option<&[f32]>, params: &RowParams) {
+    let stats = long_row_stats(y, mask, params);
+    if !math::key_is_finite(stats.key) {
+        let fill = params.fill(stats.key);
+        y.par_chunks_mut(ROW_BLOCK)
+            .for_each(|block| block.fill(fill));
+        return;
+    }
+    y.par_chunks_mut(ROW_BLOCK)
+        .enumerate()
+        .for_each(|(index, y)| {
+            let mask = mask.map(|mask| &mask[index * ROW_BLOCK..index * ROW_BLOCK + y.len()]);
+            with_scratch(y.len(), |copy| {
+                copy.copy_from_slice(y);
+                normalize_block(copy, mask, y, &stats, params);
+            });
+        });
+}
+
+/// A long row's max key, sum and entropy.
+struct RowStats {
+    key: u32,
+    sum: f32,
+    entropy: f32,
+}
+
+fn long_row_stats(x: &[f32], mask: Option<&[f32]>, params: &RowParams) -> RowStats {
+    // Each block's (max key, sum, entropy sum) relative to its own max.
+    let partials: Vec<(u32, f32, f32)> = x
+        .par_chunks(ROW_BLOCK)
+        .enumerate()
+        .map(|(index, x)| {
+            let mask = mask.map(|mask| &mask[index * ROW_BLOCK..index * ROW_BLOCK + x.len()]);
+            block_stats(x, mask, params)
+        })
+        .collect();
+    let key = partials.iter().map(|partial| partial.0).max().unwrap_or(0);
+    if !math::key_is_finite(key) {
+        let fill = params.fill(key);
+        return RowStats {
+            key,
+            sum: 0.0,
+            entropy: fill,
+        };
+    }
+    // d = sum of d_b exp(m_b - m), and the entropy sum exp(m_b - m) (s_b + d_b (m_b - m)).
+    let m = math::key_value(key);
+    let mut sum = (0.0, 0.0);
+    let mut entropy_sum = (0.0, 0.0);
+    let factor = if mask.is_some() { None } else { params.factor };
+    for &(block_key, block_sum, block_entropy) in &partials {
+        if !math::key_is_finite(block_key) {
+            continue;
+        }
+        let (hi, lo) = shift(math::key_value(block_key), 0.0, m, factor);
+        let rescale = math::exp_nonpositive(hi, lo);
+        sum = math::add_compensated(sum, block_sum * rescale);
+        let term = if rescale == 0.0 {
+            0.0
+        } else {
+            rescale * (block_entropy + block_sum * (hi + lo))
+        };
+        entropy_sum = math::add_compensated(entropy_sum, term);
+    }
+    let sum = sum.0 + sum.1;
+    RowStats {
+        key,
+        sum,
+        entropy: entropy_of(sum, entropy_sum.0 + entropy_sum.1, params),
+    }
+}
+
+/// Returns one block's (max key, sum, entropy sum) relative to the block's max.
+fn block_stats(x: &[f32], mask: Option<&[f32]>, params: &RowParams) -> (u32, f32, f32) {
+    with_block_logits(x, mask, params, |hi, lo, params| {
+        let key = max_key(hi);
+        if !math::key_is_finite(key) {
+            return (key, 0.0, 0.0);
+        }
+        let (sum, entropy_sum) = exp_sum(hi, lo, math::key_value(key), params, None);
+        (key, sum, entropy_sum)
+    })
+}
+
+/// Writes one block of a finite long row.
+fn normalize_block(
+    x: &[f32],
+    mask: Option<&[f32]>,
+    y: &mut [f32],
+    stats: &RowStats,
+    params: &RowParams,
+) {
+    let m = math::key_value(stats.key);
+    with_block_logits(x, mask, params, |hi, lo, params| {
+        if params.log {
+            log_pass(hi, lo, m, math::log_accurate(stats.sum), params, y);
+        } else {
+            let _ = exp_sum(hi, lo, m, params, Some(y));
+            divide(y, stats.sum);
+        }
+    })
+}
+
+/// Runs `f` on a block's logits: `x` itself, or with a mask, the masked logits as
+/// unevaluated sums, with the factor already applied.
+fn with_block_logits<R>(
+    x: &[f32],
+    mask: Option<&[f32]>,
+    params: &RowParams,
+    f: impl FnOnce(&[f32], Option<&[f32]>, &RowParams) -> R,
+) -> R {
+    match mask {
+        None => f(x, None, params),
+        Some(mask) => {
+            let mut hi = vec![0.0; x.len()];
+            let mut lo = vec![0.0; x.len()];
+            masked_logits(x, mask, x.len(), params, &mut hi, &mut lo);
+            let unscaled = RowParams {
+                factor: None,
+                ..*params
+            };
+            f(&hi, Some(&lo), &unscaled)
+        }
+    }
+}
