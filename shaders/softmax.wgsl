@@ -136,11 +136,16 @@ fn workgroup_index(workgroup: vec3<u32>) -> u32 {
 
 // z - m for the logit x and the row's max logit m, as an unevaluated sum (hi, lo).
 fn shifted(x: f32, m: f32) -> vec2<f32> {
-    let d = two_difference(x, m, params.one);
+    // When x - m overflows f32, the halves of x and m give half the difference exactly, and
+    // the factor doubles; unscaled, the result is then -inf, as its rounding is.
+    let d_whole = two_difference(x, m, params.one);
+    let overflows = !is_finite(d_whole.x);
+    let d = select(d_whole, two_difference(x * 0.5, m * 0.5, params.one), overflows);
+    let k = select(1.0, 2.0, overflows);
     if SCALED {
-        return scaled_difference(d, params.c1, params.c2, params.c_lo, params.one);
+        return scaled_difference(d, params.c1 * k, params.c2 * k, params.c_lo * k, params.one);
     }
-    return d;
+    return vec2(d.x * k, select(d.y, 0.0, overflows));
 }
 
 // A logit z = hi + lo, with its state: FINITE, EXCLUDED (-inf in the logit or the mask) or
@@ -201,8 +206,12 @@ fn logit_shift(logit: Logit, m: f32) -> vec2<f32> {
     let finite = logit.state == FINITE;
     let hi = select(m, logit.hi, finite);
     if MASKED {
+        // The remainder can exceed half an ULP of the difference, as when a mask of 1e8
+        // rounds away the logit: fold it in with TwoSum, so that exp reduces the whole
+        // argument. A difference that overflows is -inf, with no remainder.
         let d = two_difference(hi, m, params.one);
-        return vec2(d.x, d.y + select(0.0, logit.lo, finite));
+        let folded = two_difference(d.x, -(d.y + select(0.0, logit.lo, finite)), params.one);
+        return select(folded, vec2(d.x, 0.0), !is_finite(d.x));
     }
     return shifted(hi, m);
 }
@@ -233,7 +242,9 @@ fn accumulate(logit: Logit, m: f32, sum: ptr<function, vec2<f32>>, entropy_sum: 
     let term = logit_term(logit, m);
     *sum = add_compensated(*sum, term.x, params.one);
     if ENTROPY {
-        *entropy_sum = add_compensated(*entropy_sum, term.x * term.y, params.one);
+        // A term whose exp underflows adds 0, even where z - m overflowed to -inf.
+        let weighted = select(term.x * term.y, 0.0, term.x == 0.0);
+        *entropy_sum = add_compensated(*entropy_sum, weighted, params.one);
     }
     return term.x;
 }
@@ -701,7 +712,8 @@ fn softmax_merge(
         let partial_sum = bitcast<f32>(partial.y);
         local_sum = add_compensated(local_sum, partial_sum * factor, params.one);
         if ENTROPY {
-            let term = factor * (bitcast<f32>(partial.z) + partial_sum * (d.x + d.y));
+            let weighted = factor * (bitcast<f32>(partial.z) + partial_sum * (d.x + d.y));
+            let term = select(weighted, 0.0, factor == 0.0);
             local_entropy_sum = add_compensated(local_entropy_sum, term, params.one);
         }
     }

@@ -151,10 +151,19 @@ fn log_softmax_vectors() {
         (&[-INF, 0.0], &[f64::NEG_INFINITY, 0.0]),
         (&[0.0, INF], &[f64::NAN; 2]),
         (&[1.0, NAN], &[f64::NAN; 2]),
+        // x - max overflows f32: the exact -6.8e38 rounds to -inf.
+        (&[3.4e38, -3.4e38], &[0.0, f64::NEG_INFINITY]),
     ];
     for (row, expected) in cases {
         assert_softmax_row(row, expected, &log_softmax());
     }
+    // At T = 10 the same difference, -6.8e37, is finite again.
+    let cooled = SoftmaxOptions {
+        temperature: 10.0,
+        ..log_softmax()
+    };
+    let expected = -(3.4e38f32 as f64 * 2.0) / 10.0;
+    assert_softmax_row(&[3.4e38, -3.4e38], &[0.0, expected], &cooled);
 }
 
 /// Runs the elementwise `op` on every backend and checks each element.
@@ -262,7 +271,8 @@ fn temperature_and_scale_within_bound() {
                     scale,
                     ..SoftmaxOptions::default()
                 };
-                let expected = sigmax::cpu::softmax_with(&input, rows, cols, &options).unwrap();
+                let expected =
+                    sigmax::reference::softmax_with(&input, rows, cols, &options).unwrap();
                 let bound = Bound::of(options.op());
                 for backend in backends() {
                     for (label, got) in
@@ -379,6 +389,17 @@ fn entropy_of_non_finite_rows() {
 }
 
 #[test]
+fn entropy_when_differences_overflow() {
+    let input = [3.4e38f32, -3.4e38, -1e38, 3.4e38];
+    assert_entropy(&input, 2, 2, &[0.0, 0.0], &softmax(), EntropyUnit::Nats);
+    let cooled = SoftmaxOptions {
+        temperature: 10.0,
+        ..softmax()
+    };
+    assert_entropy(&input, 2, 2, &[0.0, 0.0], &cooled, EntropyUnit::Nats);
+}
+
+#[test]
 fn entropy_within_bound_with_temperature() {
     for (rows, cols) in [(64, 300), (8, 9000), (3, 40_000)] {
         let input = spread_logits(rows, cols, 20.0);
@@ -388,7 +409,8 @@ fn entropy_within_bound_with_temperature() {
                 ..softmax()
             };
             let expected =
-                sigmax::cpu::entropy(&input, rows, cols, &options, EntropyUnit::Nats).unwrap();
+                sigmax::reference::entropy(&input, rows, cols, &options, EntropyUnit::Nats)
+                    .unwrap();
             let expected: Vec<f64> = expected.iter().map(|&e| e as f64).collect();
             assert_entropy(&input, rows, cols, &expected, &options, EntropyUnit::Nats);
         }
@@ -415,7 +437,8 @@ fn mask_within_bound() {
                         ..softmax()
                     };
                     let expected =
-                        sigmax::cpu::softmax_masked(&input, mask, rows, cols, &options).unwrap();
+                        sigmax::reference::softmax_masked(&input, mask, rows, cols, &options)
+                            .unwrap();
                     let bound = Bound::of(options.op());
                     for backend in backends() {
                         for (label, got) in
@@ -470,4 +493,39 @@ fn mask_non_finite_entries() {
             }
         }
     }
+}
+
+#[test]
+fn mask_of_large_values() {
+    // Masks of 1e8 round the logits away in f32; a mask and a logit of 3e38 overflow to +inf,
+    // which makes the row NaN, as it does in PyTorch.
+    let input = spread_logits(6, 8, 9.0);
+    let mut row = vec![0.0f32; 8];
+    row[3] = 1e8;
+    row[5] = 1e8;
+    let big = [3e38f32, 1.0, 1.0, 2.0];
+    let big_mask = [3e38f32, 0.0];
+    let cases: [(&[f32], &[f32], usize, usize); 2] =
+        [(&input, &row, 6, 8), (&big, &big_mask, 2, 2)];
+    for (input, mask, rows, cols) in cases {
+        for options in [softmax(), log_softmax()] {
+            let expected =
+                sigmax::reference::softmax_masked(input, mask, rows, cols, &options).unwrap();
+            for backend in backends() {
+                for (label, got) in masked_each_variant(backend, input, mask, rows, cols, &options)
+                {
+                    for (index, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+                        check(
+                            options.op(),
+                            g,
+                            e,
+                            &format!("{label}, element {index} of {input:?}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let expected = sigmax::reference::softmax_masked(&big, &big_mask, 2, 2, &softmax()).unwrap();
+    assert!(expected[0].is_nan() && expected[1].is_nan(), "{expected:?}");
 }
