@@ -66,7 +66,11 @@ pub fn exp_parts(hi: f32, lo: f32) -> (f32, i32) {
     let underflows = !hi.is_finite() | (hi < EXP_MIN_ARG);
     let x = if underflows { EXP_MIN_ARG } else { hi };
     let x_lo = if underflows { 0.0 } else { lo };
-    let n = (x * LOG2_E + ROUND_MAGIC) - ROUND_MAGIC;
+    // t holds n in its low mantissa bits, so n is read from the bits: a float-to-int cast
+    // saturates in Rust, which does not vectorise.
+    let t = x * LOG2_E + ROUND_MAGIC;
+    let n = t - ROUND_MAGIC;
+    let k = t.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
     let r = (x - n * LN2_HI) + (x_lo - n * LN2_LO);
     let mut p = C7;
     p = p * r + C6;
@@ -76,7 +80,7 @@ pub fn exp_parts(hi: f32, lo: f32) -> (f32, i32) {
     p = p * r + C2;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    (if underflows { 0.0 } else { p }, n as i32)
+    (if underflows { 0.0 } else { p }, k)
 }
 
 /// Returns 2^n for n in [-126, 127].
