@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sigmax::bench::{self, Measurement};
 use sigmax::{Backend, Op, io};
 
@@ -149,4 +149,89 @@ pub fn write_json(path: &Path, measurements: &[Measurement]) -> sigmax::Result<(
         serde_json::to_writer_pretty(&mut *out, &records)?;
         writeln!(out)
     })
+}
+
+/// One measurement of another tool, read from JSON in the schema of `--json`.
+#[derive(Debug, Deserialize)]
+pub struct BaselineRecord {
+    op: String,
+    shape: Vec<usize>,
+    backend: String,
+    #[serde(default)]
+    adapter: String,
+    kernel_ms: f64,
+}
+
+/// Reads a baseline file written by `sigmax bench --json` or benches/compare_python.py.
+pub fn read_baseline(path: &Path) -> sigmax::Result<Vec<BaselineRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|error| sigmax::Error::File {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })?;
+    let records: Vec<BaselineRecord> =
+        serde_json::from_str(&text).map_err(|error| sigmax::Error::File {
+            path: path.to_owned(),
+            message: format!(
+                "not a baseline: {error}; give a JSON array of objects with op, shape, \
+                 backend and kernel_ms, as `sigmax bench --json` writes"
+            ),
+        })?;
+    let invalid =
+        |record: &&BaselineRecord| !record.kernel_ms.is_finite() || record.kernel_ms <= 0.0;
+    if let Some(record) = records.iter().find(invalid) {
+        return Err(sigmax::Error::File {
+            path: path.to_owned(),
+            message: format!(
+                "kernel_ms {} of {} {:?} is invalid: it must be a positive number of ms",
+                record.kernel_ms, record.op, record.shape
+            ),
+        });
+    }
+    Ok(records)
+}
+
+/// Prints, for each measurement with baseline times for the same op and shape, the speedup
+/// against each baseline tool: its time over ours, so that above 1 means faster than it.
+pub fn print_baseline(measurements: &[Measurement], baseline: &[BaselineRecord]) {
+    println!();
+    println!(
+        "{:<11} {:<16} {:<8} {:>10}  {:<10} {:>12} {:>9}",
+        "op", "shape", "backend", "kernel ms", "baseline", "baseline ms", "speedup"
+    );
+    let mut unmatched = true;
+    for m in measurements {
+        let shape: Vec<String> = m.shape.iter().map(|d| d.to_string()).collect();
+        // Elementwise shapes compare by element count, as 1-D and 2-D sigmoid are the same op.
+        let elements: usize = m.shape.iter().product();
+        let same_shape = |record: &BaselineRecord| {
+            record.shape == m.shape
+                || (m.op.is_elementwise() && record.shape.iter().product::<usize>() == elements)
+        };
+        for record in baseline
+            .iter()
+            .filter(|r| r.op == op_name(m.op) && same_shape(r))
+        {
+            unmatched = false;
+            println!(
+                "{:<11} {:<16} {:<8} {:>10.3}  {:<10} {:>12.3} {:>8.2}x",
+                op_name(m.op),
+                shape.join("x"),
+                m.backend,
+                m.kernel_ms,
+                record.backend,
+                record.kernel_ms,
+                record.kernel_ms / m.kernel_ms
+            );
+        }
+    }
+    if unmatched {
+        println!("(no baseline measurement has the op and shape of any row above)");
+    }
+    let tools: std::collections::BTreeSet<String> = baseline
+        .iter()
+        .map(|record| format!("{}: {}", record.backend, record.adapter))
+        .collect();
+    for line in tools {
+        println!("{line}");
+    }
 }

@@ -154,6 +154,75 @@ impl Backend {
         }
     }
 
+    /// Replaces each element of `data` with the elementwise `op` of it.
+    pub fn elementwise_in_place(&self, op: Op, data: &mut [f32]) -> Result<()> {
+        match self {
+            Backend::Reference => {
+                let input = data.to_vec();
+                reference::elementwise_into(op, &input, data)
+            }
+            Backend::Cpu(cpu) => cpu.elementwise_in_place(op, data),
+            Backend::Gpu(engine) => engine.elementwise_in_place(op, data),
+        }
+    }
+
+    /// Replaces each row of `data` with its softmax, or log-softmax, with `options`.
+    pub fn softmax_in_place(
+        &self,
+        data: &mut [f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+    ) -> Result<()> {
+        match self {
+            Backend::Reference => {
+                let input = data.to_vec();
+                reference::softmax_with_into(&input, rows, cols, options, data)
+            }
+            Backend::Cpu(cpu) => cpu.softmax_in_place(data, rows, cols, options),
+            Backend::Gpu(engine) => engine.softmax_in_place(data, rows, cols, options),
+        }
+    }
+
+    /// Writes the masked softmax of [`Backend::softmax_masked`] into `output`, which has the
+    /// input's length.
+    pub fn softmax_masked_into(
+        &self,
+        input: &[f32],
+        mask: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        output: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Backend::Reference => {
+                reference::softmax_masked_into(input, mask, rows, cols, options, output)
+            }
+            Backend::Cpu(cpu) => cpu.softmax_masked_into(input, mask, rows, cols, options, output),
+            Backend::Gpu(engine) => {
+                engine.softmax_masked_into(input, mask, rows, cols, options, output)
+            }
+        }
+    }
+
+    /// Writes the entropy of each row's softmax distribution into `output`, one per row.
+    pub fn entropy_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+        unit: EntropyUnit,
+        output: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Backend::Reference => reference::entropy_into(input, rows, cols, options, unit, output),
+            Backend::Cpu(cpu) => cpu.entropy_into(input, rows, cols, options, unit, output),
+            Backend::Gpu(engine) => engine.entropy_into(input, rows, cols, options, unit, output),
+        }
+    }
+
     /// Returns the softmax, or log-softmax, of each row of `input` with `options` and an
     /// additive `mask` of the input's length or of one row: z = (scale * x + mask) /
     /// temperature. A mask entry of -inf excludes its logit.
@@ -165,15 +234,9 @@ impl Backend {
         cols: usize,
         options: &SoftmaxOptions,
     ) -> Result<Vec<f32>> {
-        match self {
-            Backend::Reference => reference::softmax_masked(input, mask, rows, cols, options),
-            Backend::Cpu(cpu) => {
-                let mut output = vec![0.0; input.len()];
-                cpu.softmax_masked_into(input, mask, rows, cols, options, &mut output)?;
-                Ok(output)
-            }
-            Backend::Gpu(engine) => engine.softmax_masked(input, mask, rows, cols, options),
-        }
+        let mut output = vec![0.0; input.len()];
+        self.softmax_masked_into(input, mask, rows, cols, options, &mut output)?;
+        Ok(output)
     }
 
     /// Returns the entropy of the softmax distribution of each row of `input` with `options`,
@@ -186,15 +249,9 @@ impl Backend {
         options: &SoftmaxOptions,
         unit: EntropyUnit,
     ) -> Result<Vec<f32>> {
-        match self {
-            Backend::Reference => reference::entropy(input, rows, cols, options, unit),
-            Backend::Cpu(cpu) => {
-                let mut output = vec![0.0; rows];
-                cpu.entropy_into(input, rows, cols, options, unit, &mut output)?;
-                Ok(output)
-            }
-            Backend::Gpu(engine) => engine.entropy(input, rows, cols, options, unit),
-        }
+        let mut output = vec![0.0; rows];
+        self.entropy_into(input, rows, cols, options, unit, &mut output)?;
+        Ok(output)
     }
 }
 

@@ -74,6 +74,10 @@ struct BenchArgs {
     /// Also write the measurements to this file as a JSON array.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Another tool's times for the same shapes, as JSON in the schema of `--json` (such as
+    /// the output of benches/compare_python.py): adds a table of speedups against them.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -330,6 +334,26 @@ fn compute(
     }
 }
 
+/// Computes an elementwise op or softmax without a mask over `data`, in place.
+fn compute_in_place(
+    job: Job,
+    backend: &Backend,
+    data: &mut [f32],
+    shape: &[usize],
+) -> sigmax::Result<()> {
+    let (rows, cols) = match shape.split_last() {
+        None => (1, 1),
+        Some((&cols, rest)) => (rest.iter().product(), cols),
+    };
+    match job {
+        Job::Elementwise(op) => backend.elementwise_in_place(op, data),
+        Job::Softmax(options) => backend.softmax_in_place(data, rows, cols, &options),
+        Job::Entropy(..) => Err(Error::InvalidArgument(
+            "the entropy writes one value per row, so it cannot run in place".to_owned(),
+        )),
+    }
+}
+
 fn run_op(job: Job, args: &OpArgs, mask_path: Option<&Path>) -> Result<(), Failure> {
     if let Job::Softmax(options) | Job::Entropy(options, _) = job {
         options.validate()?;
@@ -347,24 +371,35 @@ fn run_op(job: Job, args: &OpArgs, mask_path: Option<&Path>) -> Result<(), Failu
     };
     let backend = open_backend(args.backend, args.adapter.as_deref())?;
 
+    // Without --verify the input is not needed afterwards, so elementwise ops and softmax
+    // without a mask overwrite it in place instead of filling a second array.
     let started = Instant::now();
-    let output = compute(job, &backend, &input, mask.as_ref())?;
+    let in_place = !args.verify && mask.is_none() && !matches!(job, Job::Entropy(..));
+    let shape = input.shape.clone();
+    let (input, output) = if in_place {
+        let mut data = input.data;
+        compute_in_place(job, &backend, &mut data, &shape)?;
+        (None, data)
+    } else {
+        let output = compute(job, &backend, &input, mask.as_ref())?;
+        (Some(input), output)
+    };
     log::info!(
         "{} of {} {:?} on {}: {:.1} ms",
         op.name(),
         args.input.display(),
-        input.shape,
+        shape,
         backend.name(),
         started.elapsed().as_secs_f64() * 1e3
     );
 
     let result = Array {
         data: output,
-        shape: job.output_shape(&input.shape),
+        shape: job.output_shape(&shape),
     };
     io::write_npy(&args.output, &result)?;
 
-    if args.verify {
+    if let (true, Some(input)) = (args.verify, input) {
         verify_against_reference(job, &input, mask.as_ref(), &result, &args.input)?;
     }
     Ok(())
@@ -457,6 +492,11 @@ fn verify_against_reference(
 }
 
 fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(cli_bench::read_baseline)
+        .transpose()?;
     let options = SoftmaxOptions {
         temperature: args.temperature,
         ..SoftmaxOptions::default()
@@ -495,6 +535,9 @@ fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
     )?;
 
     cli_bench::print_table(&measurements);
+    if let Some(baseline) = &baseline {
+        cli_bench::print_baseline(&measurements, baseline);
+    }
     if let Some(path) = &args.json {
         cli_bench::write_json(path, &measurements)?;
     }

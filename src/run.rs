@@ -165,6 +165,25 @@ impl Engine {
         self.run(Job::Softmax(*options), input, None, rows, cols, output)
     }
 
+    /// Replaces each element of `data` with the elementwise `op` of it.
+    pub fn elementwise_in_place(&self, op: Op, data: &mut [f32]) -> Result<()> {
+        let len = data.len();
+        self.run_io(Job::Elementwise(op), None, None, len, 1, data)
+    }
+
+    /// Replaces each row of `data` with its softmax, or log-softmax, with `options`.
+    pub fn softmax_in_place(
+        &self,
+        data: &mut [f32],
+        rows: usize,
+        cols: usize,
+        options: &SoftmaxOptions,
+    ) -> Result<()> {
+        options.validate()?;
+        check_len("data", data.len(), shape_elements(rows, cols)?)?;
+        self.run_io(Job::Softmax(*options), None, None, rows, cols, data)
+    }
+
     /// Returns the softmax, or log-softmax, of each row of `input` with `options` and an
     /// additive `mask` of the input's length or of one row (`cols` values) shared by every
     /// row: z = (scale * x + mask) / temperature. A mask entry of -inf excludes its logit.
@@ -257,6 +276,21 @@ impl Engine {
         cols: usize,
         output: &mut [f32],
     ) -> Result<()> {
+        self.run_io(job, Some(input), mask, rows, cols, output)
+    }
+
+    /// As `run`; without `input`, the input is `output` itself, which each batch uploads
+    /// before it overwrites it.
+    fn run_io(
+        &self,
+        job: Job,
+        input: Option<&[f32]>,
+        mask: Option<&[f32]>,
+        rows: usize,
+        cols: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let elements = rows * cols;
         let batches = planner::plan_batches(rows as u64, cols as u64, self.caps())?;
         for batch in batches {
             let start = batch.start as usize * cols;
@@ -267,13 +301,13 @@ impl Engine {
                 _ => start..end,
             };
             // A mask of one row serves every batch whole.
-            let batch_mask = mask.map(|mask| match mask.len() == input.len() {
+            let batch_mask = mask.map(|mask| match mask.len() == elements {
                 true => &mask[start..end],
                 false => mask,
             });
             self.run_batch(
                 job,
-                &input[start..end],
+                input.map(|input| &input[start..end]),
                 batch_mask,
                 batch_rows,
                 cols as u64,
@@ -286,13 +320,14 @@ impl Engine {
     fn run_batch(
         &self,
         job: Job,
-        input: &[f32],
+        input: Option<&[f32]>,
         mask: Option<&[f32]>,
         rows: u64,
         cols: u64,
         output: &mut [f32],
     ) -> Result<()> {
         self.scoped("running a batch", || {
+            let input = input.unwrap_or(output);
             let bytes = input.len() as u64 * F32_BYTES;
             let output_bytes = output.len() as u64 * F32_BYTES;
             let device = self.device();
@@ -308,6 +343,7 @@ impl Engine {
                 output_bytes,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             );
+            // write_buffer copies the data at once, so the input may be the output itself.
             self.queue()
                 .write_buffer(&input_buffer, 0, bytemuck::cast_slice(input));
             let mask_buffer = mask.map(|mask| {

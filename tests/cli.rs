@@ -529,3 +529,42 @@ fn softmax_with_mask_file() {
     assert!(stderr(&output).contains("[7]"), "{}", stderr(&output));
     assert!(!out.exists());
 }
+
+#[test]
+fn outputs_without_verify_match() {
+    // Without --verify the CLI computes in place; the files must be the same.
+    let folder = tempfile::tempdir().unwrap();
+    let input = data("digits_logits.npy");
+    let checked = folder.path().join("checked.npy");
+    let plain = folder.path().join("plain.npy");
+    for backend in cli_backends() {
+        for (op, extra) in [
+            ("softmax", None),
+            ("softmax", Some("--log")),
+            ("silu", None),
+        ] {
+            let mut args = vec!["--backend", backend];
+            args.extend(extra);
+            let mut verified = args.clone();
+            verified.push("--verify");
+            let first = run_op(op, &input, &checked, &verified);
+            assert_eq!(
+                first.status.code(),
+                Some(0),
+                "{op} {backend}: {}",
+                stderr(&first)
+            );
+            let second = run_op(op, &input, &plain, &args);
+            assert_eq!(
+                second.status.code(),
+                Some(0),
+                "{op} {backend}: {}",
+                stderr(&second)
+            );
+            let a = read_npy(&checked).unwrap();
+            let b = read_npy(&plain).unwrap();
+            assert_eq!(a.shape, b.shape, "{op} {backend}");
+            assert_eq!(a.data, b.data, "{op} {extra:?} {backend}");
+        }
+    }
+}
