@@ -529,3 +529,35 @@ fn mask_of_large_values() {
     let expected = sigmax::reference::softmax_masked(&big, &big_mask, 2, 2, &softmax()).unwrap();
     assert!(expected[0].is_nan() && expected[1].is_nan(), "{expected:?}");
 }
+
+#[test]
+fn many_short_rows_with_non_finite_values() {
+    // Blocks of short rows, some with -inf, NaN, +inf or only -inf, and some large, as the
+    // CPU backend runs 16 short rows at a time.
+    for cols in [2, 5, 16, 64] {
+        let rows = 67;
+        let mut input = common::random_values(rows * cols, 21, -40.0, 40.0);
+        input[3 * cols] = -INF;
+        input[17 * cols + 1] = NAN;
+        input[33 * cols] = INF;
+        input[40 * cols..41 * cols].fill(-INF);
+        input[50 * cols] = 3.4e38;
+        input[50 * cols + 1] = -3.4e38;
+        for options in [softmax(), log_softmax()] {
+            let expected = sigmax::reference::softmax_with(&input, rows, cols, &options).unwrap();
+            for backend in backends() {
+                for (label, got) in softmax_each_variant_with(backend, &input, rows, cols, &options)
+                {
+                    for (index, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+                        check(
+                            options.op(),
+                            g,
+                            e,
+                            &format!("{label} [{rows}, {cols}], element {index}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
