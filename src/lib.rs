@@ -23,6 +23,7 @@
 //! # Ok::<(), sigmax::Error>(())
 //! ```
 
+pub mod auto;
 pub mod bench;
 pub mod cpu;
 mod engine;
@@ -61,6 +62,9 @@ pub enum Backend {
     Cpu(cpu::Cpu),
     /// A wgpu device.
     Gpu(Engine),
+    /// The CPU backend or a GPU, whichever a measured cost model predicts faster for each
+    /// call; see [`auto`].
+    Auto(Box<auto::Auto>),
 }
 
 impl Backend {
@@ -74,6 +78,7 @@ impl Backend {
     pub fn name(&self) -> String {
         match self {
             Backend::Reference => "reference".to_owned(),
+            Backend::Auto(_) => "auto".to_owned(),
             Backend::Cpu(_) => "cpu".to_owned(),
             Backend::Gpu(engine) => {
                 let info = engine.adapter_info();
@@ -104,6 +109,9 @@ impl Backend {
         match self {
             Backend::Reference => reference::elementwise_into(op, input, output),
             Backend::Cpu(cpu) => cpu.elementwise_into(op, input, output),
+            Backend::Auto(auto) => auto
+                .choose(op, input.len())?
+                .elementwise_into(op, input, output),
             Backend::Gpu(engine) => engine.elementwise_into(op, input, output),
         }
     }
@@ -150,6 +158,9 @@ impl Backend {
         match self {
             Backend::Reference => reference::softmax_with_into(input, rows, cols, options, output),
             Backend::Cpu(cpu) => cpu.softmax_with_into(input, rows, cols, options, output),
+            Backend::Auto(auto) => auto
+                .choose(options.op(), input.len())?
+                .softmax_with_into(input, rows, cols, options, output),
             Backend::Gpu(engine) => engine.softmax_with_into(input, rows, cols, options, output),
         }
     }
@@ -162,6 +173,7 @@ impl Backend {
                 reference::elementwise_into(op, &input, data)
             }
             Backend::Cpu(cpu) => cpu.elementwise_in_place(op, data),
+            Backend::Auto(auto) => auto.choose(op, data.len())?.elementwise_in_place(op, data),
             Backend::Gpu(engine) => engine.elementwise_in_place(op, data),
         }
     }
@@ -180,6 +192,9 @@ impl Backend {
                 reference::softmax_with_into(&input, rows, cols, options, data)
             }
             Backend::Cpu(cpu) => cpu.softmax_in_place(data, rows, cols, options),
+            Backend::Auto(auto) => auto
+                .choose(options.op(), data.len())?
+                .softmax_in_place(data, rows, cols, options),
             Backend::Gpu(engine) => engine.softmax_in_place(data, rows, cols, options),
         }
     }
@@ -200,6 +215,9 @@ impl Backend {
                 reference::softmax_masked_into(input, mask, rows, cols, options, output)
             }
             Backend::Cpu(cpu) => cpu.softmax_masked_into(input, mask, rows, cols, options, output),
+            Backend::Auto(auto) => auto
+                .choose(options.op(), input.len())?
+                .softmax_masked_into(input, mask, rows, cols, options, output),
             Backend::Gpu(engine) => {
                 engine.softmax_masked_into(input, mask, rows, cols, options, output)
             }
@@ -219,6 +237,9 @@ impl Backend {
         match self {
             Backend::Reference => reference::entropy_into(input, rows, cols, options, unit, output),
             Backend::Cpu(cpu) => cpu.entropy_into(input, rows, cols, options, unit, output),
+            Backend::Auto(auto) => auto
+                .choose(Op::Entropy, input.len())?
+                .entropy_into(input, rows, cols, options, unit, output),
             Backend::Gpu(engine) => engine.entropy_into(input, rows, cols, options, unit, output),
         }
     }

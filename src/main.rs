@@ -196,7 +196,8 @@ struct OpArgs {
     /// Output .npy file, written with the input's shape. Replaced only when the run succeeds.
     #[arg(long, short)]
     output: PathBuf,
-    /// Device to compute on. `auto` takes the best GPU adapter, or the CPU when there is none.
+    /// Device to compute on. `auto` runs each call on the CPU backend or the best GPU adapter,
+    /// whichever a cost model measured on first use predicts faster, transfers included.
     /// `cpu` is the fast CPU backend, and `reference` the f64 reference that `--verify`
     /// compares with.
     #[arg(long, short, value_enum, default_value_t = BackendArg::Auto)]
@@ -369,7 +370,17 @@ fn run_op(job: Job, args: &OpArgs, mask_path: Option<&Path>) -> Result<(), Failu
         }
         None => None,
     };
-    let backend = open_backend(args.backend, args.adapter.as_deref())?;
+    let backend = match (args.backend, &args.adapter) {
+        // Per call, the CPU backend or the best GPU, whichever is predicted faster.
+        (BackendArg::Auto, None) => {
+            let gpu = match open_backend(BackendArg::Auto, None)? {
+                Backend::Gpu(engine) => Some(engine),
+                _ => None,
+            };
+            Backend::Auto(Box::new(sigmax::auto::Auto::new(gpu)?))
+        }
+        _ => open_backend(args.backend, args.adapter.as_deref())?,
+    };
 
     // Without --verify the input is not needed afterwards, so elementwise ops and softmax
     // without a mask overwrite it in place instead of filling a second array.

@@ -66,20 +66,23 @@ pub fn exp_parts(hi: f32, lo: f32) -> (f32, i32) {
     let underflows = !hi.is_finite() | (hi < EXP_MIN_ARG);
     let x = if underflows { EXP_MIN_ARG } else { hi };
     let x_lo = if underflows { 0.0 } else { lo };
-    // t holds n in its low mantissa bits, so n is read from the bits: a float-to-int cast
-    // saturates in Rust, which does not vectorise.
+    // n is in t's low mantissa bits, so it is read from the bits, because a float-to-int
+    // cast saturates in Rust, which does not vectorise.
     let t = x * LOG2_E + ROUND_MAGIC;
     let n = t - ROUND_MAGIC;
     let k = t.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
     let r = (x - n * LN2_HI) + (x_lo - n * LN2_LO);
+    // Fused multiply-adds: one rounding per step instead of two. The kernels are compiled
+    // for targets with FMA (AVX2, AVX-512, NEON); elsewhere mul_add calls libm, which is
+    // exact but slow.
     let mut p = C7;
-    p = p * r + C6;
-    p = p * r + C5;
-    p = p * r + C4;
-    p = p * r + C3;
-    p = p * r + C2;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    p = p.mul_add(r, C6);
+    p = p.mul_add(r, C5);
+    p = p.mul_add(r, C4);
+    p = p.mul_add(r, C3);
+    p = p.mul_add(r, C2);
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
     (if underflows { 0.0 } else { p }, k)
 }
 

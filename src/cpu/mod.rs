@@ -188,14 +188,17 @@ impl Cpu {
             })
         };
         if cols > ROW_BLOCK {
-            // Long rows: one row at a time, its blocks in parallel.
+            // Long rows: rows in parallel, and the blocks of each row in parallel too, so that
+            // one row keeps every thread busy and many rows need no barrier between them.
             self.pool.install(|| match rows_data {
                 Rows::Separate(input, output) => {
-                    for row in 0..rows {
-                        let range = row * cols..(row + 1) * cols;
-                        let x = &input[range.clone()];
-                        long_row(x, mask_for(row, 1), Out::Row(&mut output[range]), params);
-                    }
+                    output
+                        .par_chunks_mut(cols)
+                        .zip(input.par_chunks(cols))
+                        .enumerate()
+                        .for_each(|(row, (y, x))| {
+                            long_row(x, mask_for(row, 1), Out::Row(y), params);
+                        });
                 }
                 Rows::InPlace(data) => {
                     for row in data.chunks_exact_mut(cols).enumerate() {
@@ -622,12 +625,12 @@ fn plain_exp_sum_with<const STORE: bool, const FITS: bool>(
     merged.0 + merged.1
 }
 
-/// Longest row that `vertical_rows` takes.
+/// Maximum row length that `vertical_rows` takes.
 // TODO: not measured; the per-row merge of 16 lane sums dominates rows up to about this.
 const VERTICAL_MAX_COLS: usize = 64;
 
 /// Runs softmax or log-softmax over short rows without a mask or entropy, 16 rows at a time
-/// with one row per lane: each block is transposed into scratch memory, so that the max, the
+/// with one row per lane. Each block is transposed into scratch memory, so that the max, the
 /// exp and the compensated sums run down the columns in vector registers. A block with a
 /// row that is not finite, and the last rows, run row by row.
 #[inline(always)]

@@ -91,10 +91,10 @@ pub fn run_into_nan(
 ) -> Vec<f32> {
     let mut output = vec![f32::NAN; input.len()];
     match backend {
-        Backend::Reference | Backend::Cpu(_) if op.is_elementwise() => {
+        Backend::Reference | Backend::Cpu(_) | Backend::Auto(_) if op.is_elementwise() => {
             backend.elementwise_into(op, input, &mut output).unwrap()
         }
-        Backend::Reference | Backend::Cpu(_) => {
+        Backend::Reference | Backend::Cpu(_) | Backend::Auto(_) => {
             let options = SoftmaxOptions {
                 log: op == Op::LogSoftmax,
                 ..SoftmaxOptions::default()
