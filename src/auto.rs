@@ -127,13 +127,14 @@ impl Auto {
             Ok(CostModel::fit(SMALL, small_ms, LARGE, large_ms))
         };
         let measured = (fit(&self.cpu)?, fit(gpu)?);
+        let ops = match kind {
+            Kind::Elementwise => "elementwise ops",
+            Kind::Rows => "softmax, log-softmax and entropy",
+        };
         if let Some(from) = measured.1.cheaper_from(&measured.0) {
-            log::info!(
-                "auto: {kind:?} ops run on {} from {from} elements",
-                gpu.name()
-            );
+            log::info!("auto: {ops} run on {} from {from} elements", gpu.name());
         } else {
-            log::info!("auto: {kind:?} ops always run on the CPU, as measured");
+            log::info!("auto: {ops} run on the CPU at every size, as measured");
         }
         models.insert(kind, measured);
         Ok(measured)

@@ -471,7 +471,11 @@ fn verify_against_reference(
     );
     // Relative and ULP errors skip references below the bound's floor, where adapters may
     // flush results to zero and the absolute rule applies.
-    let floor = format!("over references of magnitude {:e} or more", bound.tiny);
+    let floor = if bound.tiny > 0.0 {
+        format!("over references of magnitude {:e} or more", bound.tiny)
+    } else {
+        "over all references".to_owned()
+    };
     println!(
         "  max rel error  {:.3e} {} {floor}",
         stats.max_rel,
@@ -503,6 +507,14 @@ fn verify_against_reference(
 }
 
 fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
+    if args.backend == BackendArg::Reference {
+        return Err(Error::InvalidArgument(
+            "the bench does not time the f64 reference; give --backend cpu to time the CPU \
+             backend alone"
+                .to_owned(),
+        )
+        .into());
+    }
     let baseline = args
         .baseline
         .as_deref()

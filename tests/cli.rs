@@ -47,6 +47,16 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Asserts that a run exited with 0, showing its stderr otherwise.
+fn assert_succeeded(output: &Output, context: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{context}: {}",
+        stderr(output)
+    );
+}
+
 #[test]
 fn softmax_digits_verifies() {
     let folder = tempfile::tempdir().unwrap();
@@ -55,12 +65,7 @@ fn softmax_digits_verifies() {
     for backend in cli_backends() {
         let input = data("digits_logits.npy");
         let output = run_op("softmax", &input, &out, &["--backend", backend, "--verify"]);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{backend}: {}",
-            stderr(&output)
-        );
+        assert_succeeded(&output, backend);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("max ULP error"), "{backend}: {stdout}");
         assert!(stdout.contains("met"), "{backend}: {stdout}");
@@ -85,12 +90,7 @@ fn sigmoid_breast_cancer_verifies() {
             "sigmoid", "-i", input_text, "-o", out_text, "-b", backend, "--verify",
         ];
         let output = sigmax(&args);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{backend}: {}",
-            stderr(&output)
-        );
+        assert_succeeded(&output, backend);
         let got = read_npy(&out).unwrap();
         assert_eq!(got.shape, [569]);
         common::assert_close(&got.data, &positive, 1e-6, backend);
@@ -247,12 +247,7 @@ fn bench_writes_table_and_json() {
             json.to_str().unwrap(),
         ];
         let output = sigmax(&args);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{backend}: {}",
-            stderr(&output)
-        );
+        assert_succeeded(&output, backend);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("copy ratio"), "{backend}: {stdout}");
 
@@ -338,12 +333,7 @@ fn log_softmax_digits_verifies() {
         let input = data("digits_logits.npy");
         let extra = ["--log", "--backend", backend, "--verify"];
         let output = run_op("softmax", &input, &out, &extra);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{backend}: {}",
-            stderr(&output)
-        );
+        assert_succeeded(&output, backend);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("log-softmax"), "{backend}: {stdout}");
         assert!(
@@ -406,12 +396,7 @@ fn temperature_and_masked_rows() {
             "--verify",
         ];
         let output = run_op("softmax", &input, &out, &extra);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{backend}: {}",
-            stderr(&output)
-        );
+        assert_succeeded(&output, backend);
         let got = read_npy(&out).unwrap().data;
         assert_eq!(&got[..2], [0.0, 0.0], "{backend}");
         // softmax([1, 3] / 2) = [1 / (1 + e), e / (1 + e)].
@@ -463,12 +448,7 @@ fn entropy_drops_last_axis() {
         let input = data("digits_logits.npy");
         let extra = ["--bits", "--backend", backend, "--verify"];
         let output = run_op("entropy", &input, &out, &extra);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{backend}: {}",
-            stderr(&output)
-        );
+        assert_succeeded(&output, backend);
         let got = read_npy(&out).unwrap();
         assert_eq!(got.shape, [1797], "{backend}");
         for (row, (&g, &e)) in got.data.iter().zip(&expected).enumerate() {
@@ -505,12 +485,7 @@ fn softmax_with_mask_file() {
             "--verify",
         ];
         let output = run_op("softmax", &input, &out, &extra);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{backend}: {}",
-            stderr(&output)
-        );
+        assert_succeeded(&output, backend);
         let got = read_npy(&out).unwrap();
         for row in got.data.chunks(10) {
             assert_eq!(&row[..2], [0.0, 0.0], "{backend}");
