@@ -22,7 +22,19 @@ pub const DEFAULT_CASES: [(Op, &[usize]); 7] = [
 
 /// Parses `ROWSxCOLS` or `N` (any number of `x`-separated dimensions).
 pub fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
-    let shape: Result<Vec<usize>, _> = text.split('x').map(|part| part.trim().parse()).collect();
+    let parts: Vec<&str> = text.split('x').map(str::trim).collect();
+    let too_large = parts.iter().find(|part| {
+        !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && part.parse::<usize>().is_err()
+    });
+    if let Some(part) = too_large {
+        return Err(format!(
+            "dimension {part} in shape `{text}` is too large; dimensions are at most {}",
+            usize::MAX
+        ));
+    }
+    let shape: Result<Vec<usize>, _> = parts.iter().map(|part| part.parse()).collect();
     match shape {
         Ok(shape) if shape.contains(&0) => Err(format!(
             "shape `{text}` has no elements; benchmark a shape whose dimensions are all 1 or more"

@@ -148,9 +148,15 @@ pub fn write_atomic(
     Ok(())
 }
 
-/// Returns an error when `path`'s folder does not exist, so that a run fails before it
-/// computes anything.
+/// Returns an error when `path`'s folder does not exist or `path` is itself a folder, so that
+/// a run fails before it computes anything.
 pub fn check_output_folder(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(file_error(
+            path,
+            "is a folder; give the path of a file to write, such as out.npy inside it",
+        ));
+    }
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => Err(file_error(
             path,

@@ -543,3 +543,47 @@ fn outputs_without_verify_match() {
         }
     }
 }
+
+#[test]
+fn output_that_is_a_folder_fails_first() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().to_str().unwrap();
+    let output = sigmax(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--shape",
+        "4x4",
+        "--json",
+        path,
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is a folder"),
+        "{}",
+        stderr(&output)
+    );
+    // It fails before measuring: no table on stdout.
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    let input = data("bc_logits.npy");
+    let output = run_op("sigmoid", &input, folder.path(), &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}
+
+#[test]
+fn bench_rejects_dimension_too_large() {
+    let output = sigmax(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--shape",
+        "99999999999999999999x2",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("too large"), "{}", stderr(&output));
+}
