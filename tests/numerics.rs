@@ -561,3 +561,61 @@ fn many_short_rows_with_non_finite_values() {
         }
     }
 }
+
+#[test]
+fn rows_longer_than_cpu_block() {
+    // Longer than sigmax::cpu::ROW_BLOCK, so the CPU backend runs them as blocks.
+    let (rows, cols) = (3, sigmax::cpu::ROW_BLOCK + 1001);
+    let mut input = common::random_values(rows * cols, 31, -30.0, 30.0);
+    input[5] = -INF;
+    input[cols + 7] = NAN;
+    input[2 * cols + 123_456] = 3.4e38;
+    let mask = common::random_values(cols, 32, -5.0, 5.0);
+    for backend in backends() {
+        for options in [softmax(), log_softmax()] {
+            let expected = sigmax::reference::softmax_with(&input, rows, cols, &options).unwrap();
+            let got = backend.softmax_with(&input, rows, cols, &options).unwrap();
+            let mut in_place = input.clone();
+            backend
+                .softmax_in_place(&mut in_place, rows, cols, &options)
+                .unwrap();
+            let masked_expected =
+                sigmax::reference::softmax_masked(&input, &mask, rows, cols, &options).unwrap();
+            let masked = backend
+                .softmax_masked(&input, &mask, rows, cols, &options)
+                .unwrap();
+            for index in (0..rows * cols)
+                .step_by(97)
+                .chain([5, cols + 7, 2 * cols + 123_456])
+            {
+                let context = format!("{} {options:?} element {index}", backend.name());
+                check(options.op(), got[index], expected[index], &context);
+                check(
+                    options.op(),
+                    in_place[index],
+                    expected[index],
+                    &format!("{context} in place"),
+                );
+                check(
+                    options.op(),
+                    masked[index],
+                    masked_expected[index],
+                    &format!("{context} masked"),
+                );
+            }
+        }
+        let expected =
+            sigmax::reference::entropy(&input, rows, cols, &softmax(), EntropyUnit::Nats).unwrap();
+        let got = backend
+            .entropy(&input, rows, cols, &softmax(), EntropyUnit::Nats)
+            .unwrap();
+        for row in 0..rows {
+            check(
+                Op::Entropy,
+                got[row],
+                expected[row],
+                &format!("{} entropy of row {row}", backend.name()),
+            );
+        }
+    }
+}
