@@ -62,11 +62,6 @@ struct Record<'a> {
     temperature: f32,
 }
 
-/// Returns the op's name as the CLI and the JSON spell it.
-pub fn op_name(op: Op) -> &'static str {
-    op.name()
-}
-
 /// Measures every case on `gpu` (when there is one) and on the CPU.
 pub fn run(
     gpu: Option<&Backend>,
@@ -81,7 +76,7 @@ pub fn run(
         if let Some(Backend::Gpu(engine)) = gpu {
             log::info!(
                 "measuring {} {shape:?} on {}",
-                op_name(*op),
+                op.name(),
                 engine.adapter_info().name
             );
             measurements.push(bench::measure_gpu(engine, *op, shape, temperature, runs)?);
@@ -89,7 +84,7 @@ pub fn run(
             engine.release_pooled_buffers();
         }
         if cpu {
-            log::info!("measuring {} {shape:?} on the CPU", op_name(*op));
+            log::info!("measuring {} {shape:?} on the CPU", op.name());
             measurements.push(bench::measure_cpu(
                 &cpu_backend,
                 *op,
@@ -112,7 +107,7 @@ pub fn print_table(measurements: &[Measurement]) {
         let shape: Vec<String> = m.shape.iter().map(|d| d.to_string()).collect();
         println!(
             "{:<11} {:<16} {:<8} {:>10.3} {:>14.3} {:>8.2} {:>10.2} {:>11.2}",
-            op_name(m.op),
+            m.op.name(),
             shape.join("x"),
             m.backend,
             m.kernel_ms,
@@ -144,7 +139,7 @@ pub fn write_json(path: &Path, measurements: &[Measurement]) -> sigmax::Result<(
     let records: Vec<Record> = measurements
         .iter()
         .map(|m| Record {
-            op: op_name(m.op),
+            op: m.op.name(),
             shape: &m.shape,
             backend: &m.backend,
             adapter: &m.adapter,
@@ -221,12 +216,12 @@ pub fn print_baseline(measurements: &[Measurement], baseline: &[BaselineRecord])
         };
         for record in baseline
             .iter()
-            .filter(|r| r.op == op_name(m.op) && same_shape(r))
+            .filter(|r| r.op == m.op.name() && same_shape(r))
         {
             unmatched = false;
             println!(
                 "{:<11} {:<16} {:<8} {:>10.3}  {:<10} {:>12.3} {:>8.2}x",
-                op_name(m.op),
+                m.op.name(),
                 shape.join("x"),
                 m.backend,
                 m.kernel_ms,

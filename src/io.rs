@@ -20,10 +20,16 @@ impl Array {
     /// The shape seen as rows of the last axis: (product of the other axes, last axis). A
     /// scalar is one row of one element.
     pub fn rows_cols(&self) -> (usize, usize) {
-        match self.shape.split_last() {
-            None => (1, 1),
-            Some((&cols, rest)) => (rest.iter().product(), cols),
-        }
+        rows_cols(&self.shape)
+    }
+}
+
+/// Returns the rows and columns of an array of `shape` seen as rows over its last axis: a
+/// 0-d array is one row of one element.
+pub fn rows_cols(shape: &[usize]) -> (usize, usize) {
+    match shape.split_last() {
+        None => (1, 1),
+        Some((&cols, rest)) => (rest.iter().product(), cols),
     }
 }
 

@@ -342,10 +342,7 @@ fn compute_in_place(
     data: &mut [f32],
     shape: &[usize],
 ) -> sigmax::Result<()> {
-    let (rows, cols) = match shape.split_last() {
-        None => (1, 1),
-        Some((&cols, rest)) => (rest.iter().product(), cols),
-    };
+    let (rows, cols) = io::rows_cols(shape);
     match job {
         Job::Elementwise(op) => backend.elementwise_in_place(op, data),
         Job::Softmax(options) => backend.softmax_in_place(data, rows, cols, &options),

@@ -98,12 +98,12 @@ impl Op {
         Op::Entropy,
     ];
 
-    /// Whether the op maps each element alone, ignoring the row structure.
+    /// Returns whether the op maps each element alone, ignoring the row structure.
     pub fn is_elementwise(self) -> bool {
         matches!(self, Op::Sigmoid | Op::LogSigmoid | Op::Silu)
     }
 
-    /// The op's name in the CLI and in `sigmax bench --json`.
+    /// Returns the op's name in the CLI and in `sigmax bench --json`.
     pub fn name(self) -> &'static str {
         match self {
             Op::Sigmoid => "sigmoid",

@@ -128,10 +128,7 @@ fn softmax_rows_into(
     options: &SoftmaxOptions,
     output: &mut [f32],
 ) -> Result<()> {
-    options.validate()?;
-    let elements = shape_elements(rows, cols)?;
-    check_len("input", input.len(), elements)?;
-    check_len("output", output.len(), elements)?;
+    let elements = check_row_call(options, rows, cols, input.len(), output.len(), cols)?;
     if let Some(mask) = mask {
         check_mask_len(mask.len(), rows, cols)?;
     }
@@ -268,10 +265,7 @@ pub fn entropy_into(
     unit: EntropyUnit,
     output: &mut [f32],
 ) -> Result<()> {
-    options.validate()?;
-    let elements = shape_elements(rows, cols)?;
-    check_len("input", input.len(), elements)?;
-    check_len("output", output.len(), rows)?;
+    let elements = check_row_call(options, rows, cols, input.len(), output.len(), 1)?;
     check_entropy_shape(rows, cols)?;
     if elements == 0 {
         return Ok(());
@@ -301,6 +295,24 @@ fn row_entropy(x: &[f32], options: &SoftmaxOptions, unit: EntropyUnit) -> f64 {
         weighted += e * s;
     }
     (sum.ln() - weighted / sum) * unit.per_nat()
+}
+
+/// Validates a call over `rows` rows of `cols` elements: the options, the shape, and the
+/// lengths of the input and of the output, which has `outputs_per_row` values per row
+/// (`cols` for the row ops, 1 for the entropy). Returns rows * cols.
+pub(crate) fn check_row_call(
+    options: &SoftmaxOptions,
+    rows: usize,
+    cols: usize,
+    input_len: usize,
+    output_len: usize,
+    outputs_per_row: usize,
+) -> Result<usize> {
+    options.validate()?;
+    let elements = shape_elements(rows, cols)?;
+    check_len("input", input_len, elements)?;
+    check_len("output", output_len, rows * outputs_per_row)?;
+    Ok(elements)
 }
 
 /// Rejects rows of no element, whose entropy is undefined.

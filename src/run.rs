@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{BufferRegion, MaskRegion};
 use crate::options::{EntropyUnit, SoftmaxOptions};
 use crate::planner::{self, F32_BYTES, Op};
-use crate::reference::{check_entropy_shape, check_len, check_mask_len, shape_elements};
+use crate::reference::{check_entropy_shape, check_len, check_mask_len, check_row_call};
 
 impl Engine {
     /// Creates a storage buffer holding `data`, usable as a launcher's input or output and as
@@ -158,10 +158,7 @@ impl Engine {
         options: &SoftmaxOptions,
         output: &mut [f32],
     ) -> Result<()> {
-        options.validate()?;
-        let elements = shape_elements(rows, cols)?;
-        check_len("input", input.len(), elements)?;
-        check_len("output", output.len(), elements)?;
+        check_row_call(options, rows, cols, input.len(), output.len(), cols)?;
         self.run(Job::Softmax(*options), input, None, rows, cols, output)
     }
 
@@ -179,8 +176,7 @@ impl Engine {
         cols: usize,
         options: &SoftmaxOptions,
     ) -> Result<()> {
-        options.validate()?;
-        check_len("data", data.len(), shape_elements(rows, cols)?)?;
+        check_row_call(options, rows, cols, data.len(), data.len(), cols)?;
         self.run_io(Job::Softmax(*options), None, None, rows, cols, data)
     }
 
@@ -210,10 +206,7 @@ impl Engine {
         options: &SoftmaxOptions,
         output: &mut [f32],
     ) -> Result<()> {
-        options.validate()?;
-        let elements = shape_elements(rows, cols)?;
-        check_len("input", input.len(), elements)?;
-        check_len("output", output.len(), elements)?;
+        check_row_call(options, rows, cols, input.len(), output.len(), cols)?;
         check_mask_len(mask.len(), rows, cols)?;
         self.run(
             Job::Softmax(*options),
@@ -250,10 +243,7 @@ impl Engine {
         unit: EntropyUnit,
         output: &mut [f32],
     ) -> Result<()> {
-        options.validate()?;
-        let elements = shape_elements(rows, cols)?;
-        check_len("input", input.len(), elements)?;
-        check_len("output", output.len(), rows)?;
+        check_row_call(options, rows, cols, input.len(), output.len(), 1)?;
         check_entropy_shape(rows, cols)?;
         self.run(
             Job::Entropy(*options, unit),

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::options::{EntropyUnit, MaskedRows, SoftmaxOptions};
 use crate::planner::Op;
-use crate::reference::{check_entropy_shape, check_len, check_mask_len, shape_elements};
+use crate::reference::{check_entropy_shape, check_len, check_mask_len, check_row_call};
 use math::Factor;
 
 /// Elements a kernel processes per step, one per vector lane on AVX-512.
@@ -75,22 +75,22 @@ impl Cpu {
     /// which has the input's length.
     pub fn elementwise_into(&self, op: Op, input: &[f32], output: &mut [f32]) -> Result<()> {
         check_len("output", output.len(), input.len())?;
-        let function = elementwise_function(op)?;
+        check_elementwise(op)?;
         self.pool.install(|| {
             output
                 .par_chunks_mut(TASK_ELEMENTS)
                 .zip(input.par_chunks(TASK_ELEMENTS))
-                .for_each(|(y, x)| map_slice(function, x, y));
+                .for_each(|(y, x)| map_slice(op, x, y));
         });
         Ok(())
     }
 
     /// Replaces each element of `data` with the elementwise `op` of it.
     pub fn elementwise_in_place(&self, op: Op, data: &mut [f32]) -> Result<()> {
-        let function = elementwise_function(op)?;
+        check_elementwise(op)?;
         self.pool.install(|| {
             data.par_chunks_mut(TASK_ELEMENTS)
-                .for_each(|y| map_in_place(function, y));
+                .for_each(|y| map_in_place(op, y));
         });
         Ok(())
     }
@@ -105,9 +105,7 @@ impl Cpu {
         options: &SoftmaxOptions,
         output: &mut [f32],
     ) -> Result<()> {
-        let elements = check_rows(rows, cols, options)?;
-        check_len("input", input.len(), elements)?;
-        check_len("output", output.len(), elements)?;
+        check_row_call(options, rows, cols, input.len(), output.len(), cols)?;
         let params = RowParams::new(options, None);
         self.run_rows(Rows::Separate(input, output), None, rows, cols, &params);
         Ok(())
@@ -121,8 +119,7 @@ impl Cpu {
         cols: usize,
         options: &SoftmaxOptions,
     ) -> Result<()> {
-        let elements = check_rows(rows, cols, options)?;
-        check_len("data", data.len(), elements)?;
+        check_row_call(options, rows, cols, data.len(), data.len(), cols)?;
         let params = RowParams::new(options, None);
         self.run_rows(Rows::InPlace(data), None, rows, cols, &params);
         Ok(())
@@ -139,9 +136,7 @@ impl Cpu {
         options: &SoftmaxOptions,
         output: &mut [f32],
     ) -> Result<()> {
-        let elements = check_rows(rows, cols, options)?;
-        check_len("input", input.len(), elements)?;
-        check_len("output", output.len(), elements)?;
+        check_row_call(options, rows, cols, input.len(), output.len(), cols)?;
         check_mask_len(mask.len(), rows, cols)?;
         let params = RowParams::new(options, None);
         self.run_rows(
@@ -164,9 +159,7 @@ impl Cpu {
         unit: EntropyUnit,
         output: &mut [f32],
     ) -> Result<()> {
-        let elements = check_rows(rows, cols, options)?;
-        check_len("input", input.len(), elements)?;
-        check_len("output", output.len(), rows)?;
+        check_row_call(options, rows, cols, input.len(), output.len(), 1)?;
         check_entropy_shape(rows, cols)?;
         let params = RowParams::new(options, Some(unit));
         self.run_rows(Rows::Entropy(input, output), None, rows, cols, &params);
@@ -253,16 +246,10 @@ impl Cpu {
     }
 }
 
-/// Validates the options and the shape; returns rows * cols.
-fn check_rows(rows: usize, cols: usize, options: &SoftmaxOptions) -> Result<usize> {
-    options.validate()?;
-    shape_elements(rows, cols)
-}
-
-/// Checks that `op` is elementwise and returns it.
-fn elementwise_function(op: Op) -> Result<Op> {
+/// Checks that `op` is elementwise.
+fn check_elementwise(op: Op) -> Result<()> {
     if op.is_elementwise() {
-        return Ok(op);
+        return Ok(());
     }
     Err(Error::InvalidArgument(format!(
         "{} is not elementwise; call softmax_with_into or entropy_into",
@@ -498,7 +485,7 @@ fn rows_kernel<'a>(
 /// Runs one row in cache. Writes the row to `y`, or returns its entropy when `y` is `None`.
 #[inline(always)]
 fn one_row(x: &[f32], lo: Option<&[f32]>, mut y: Option<&mut [f32]>, params: &RowParams) -> f32 {
-    let key = max_key(x);
+    let (key, fits) = scan(x);
     if !math::key_is_finite(key) {
         let fill = params.fill(key);
         if let Some(y) = y {
@@ -510,10 +497,10 @@ fn one_row(x: &[f32], lo: Option<&[f32]>, mut y: Option<&mut [f32]>, params: &Ro
     if let (None, None, Some(y)) = (lo, params.entropy, y.as_deref_mut()) {
         // The common case: no mask and no entropy.
         if params.log {
-            let sum = plain_exp_sum::<false>(x, m, params.factor, y);
+            let sum = plain_exp_sum::<false>(x, m, fits, params.factor, y);
             log_pass(x, None, m, math::log_accurate(sum), params, y);
         } else {
-            let sum = plain_exp_sum::<true>(x, m, params.factor, y);
+            let sum = plain_exp_sum::<true>(x, m, fits, params.factor, y);
             divide(y, sum);
         }
         return 0.0;
@@ -543,20 +530,6 @@ fn one_row(x: &[f32], lo: Option<&[f32]>, mut y: Option<&mut [f32]>, params: &Ro
 /// Bits of 2^126: when every |x| is below it, no difference x - m can overflow f32.
 const NO_OVERFLOW_BITS: u32 = 0x7e80_0000;
 
-/// Returns whether no difference between elements of `x` can overflow f32.
-#[inline(always)]
-fn differences_fit(x: &[f32]) -> bool {
-    let mut lanes = [0u32; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for lane in 0..LANES {
-            lanes[lane] = lanes[lane].max(chunk[lane].to_bits() & 0x7fff_ffff);
-        }
-    }
-    let tail = chunks.remainder().iter().map(|v| v.to_bits() & 0x7fff_ffff);
-    lanes.into_iter().chain(tail).max().unwrap_or(0) < NO_OVERFLOW_BITS
-}
-
 /// exp(z - m) of one logit without a remainder, in a form without branches: 0 for -inf.
 /// FITS states that x - m cannot overflow, which spares the halved difference.
 #[inline(always)]
@@ -574,15 +547,17 @@ fn plain_term<const FITS: bool>(x: f32, m: f32, factor: Option<Factor>) -> f32 {
 }
 
 /// Sums exp(z - m) over `x` with one compensated sum per lane, storing each exp in `y` when
-/// STORE is set. The lanes are independent, so the compiler vectorises the loop.
+/// STORE is set. The lanes are independent, so the compiler vectorises the loop. `fits`
+/// states that no difference x - m can overflow, as `scan` finds.
 #[inline(always)]
 fn plain_exp_sum<const STORE: bool>(
     x: &[f32],
     m: f32,
+    fits: bool,
     factor: Option<Factor>,
     y: &mut [f32],
 ) -> f32 {
-    if differences_fit(x) {
+    if fits {
         plain_exp_sum_with::<STORE, true>(x, m, factor, y)
     } else {
         plain_exp_sum_with::<STORE, false>(x, m, factor, y)
@@ -622,18 +597,24 @@ fn plain_exp_sum_with<const STORE: bool, const FITS: bool>(
         sum[lane] = total;
         error[lane] = err;
     }
+    merge_lanes(&sum, &error)
+}
+
+/// Adds per-lane compensated sums (totals and their errors) into one, compensated too.
+#[inline(always)]
+fn merge_lanes(totals: &[f32; LANES], errors: &[f32; LANES]) -> f32 {
     let mut merged = (0.0, 0.0);
     for lane in 0..LANES {
-        merged = math::add_compensated(merged, sum[lane]);
-        merged = math::add_compensated(merged, error[lane]);
+        merged = math::add_compensated(merged, totals[lane]);
+        merged = math::add_compensated(merged, errors[lane]);
     }
     merged.0 + merged.1
 }
 
 /// Maximum row length that `vertical_rows` takes. Measured with `sigmax bench --backend cpu`
-/// on a 2-core AVX-512 machine, kernel ms with 16 rows per block against one row at a time:
-/// [1048576, 16] 33.6 against 41.9, [524288, 32] 21.7 against 26.5, [262144, 64] 20.0
-/// against 20.4, [131072, 128] 19.4 against 15.2.
+/// on a 2-core AVX-512 machine, in kernel ms with 16 rows per block against one row at a
+/// time. [1048576, 16]: 33.6 against 41.9. [524288, 32]: 21.7 against 26.5.
+/// [262144, 64]: 20.0 against 20.4. [131072, 128]: 19.4 against 15.2.
 const VERTICAL_MAX_COLS: usize = 64;
 
 /// Runs softmax or log-softmax over short rows without a mask or entropy, 16 rows at a time
@@ -717,21 +698,26 @@ fn entropy_of(sum: f32, entropy_sum: f32, params: &RowParams) -> f32 {
     (math::log_accurate(sum) - entropy_sum / sum) * params.entropy.unwrap_or(1.0)
 }
 
-/// Returns the max order key over `x`.
+/// Returns the max order key over `x`, and whether no difference between its elements can
+/// overflow f32 (every |x| below 2^126), in one pass.
 #[inline(always)]
-fn max_key(x: &[f32]) -> u32 {
-    let mut lanes = [0u32; LANES];
+fn scan(x: &[f32]) -> (u32, bool) {
+    let mut keys = [0u32; LANES];
+    let mut magnitudes = [0u32; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for chunk in &mut chunks {
         for lane in 0..LANES {
-            lanes[lane] = lanes[lane].max(math::order_key(chunk[lane]));
+            keys[lane] = keys[lane].max(math::order_key(chunk[lane]));
+            magnitudes[lane] = magnitudes[lane].max(chunk[lane].to_bits() & 0x7fff_ffff);
         }
     }
-    let mut key = lanes.iter().copied().max().unwrap_or(0);
-    for &value in chunks.remainder() {
-        key = key.max(math::order_key(value));
+    for (lane, &value) in chunks.remainder().iter().enumerate() {
+        keys[lane] = keys[lane].max(math::order_key(value));
+        magnitudes[lane] = magnitudes[lane].max(value.to_bits() & 0x7fff_ffff);
     }
-    key
+    let key = keys.into_iter().max().unwrap_or(0);
+    let magnitude = magnitudes.into_iter().max().unwrap_or(0);
+    (key, magnitude < NO_OVERFLOW_BITS)
 }
 
 /// (exp(z - m), z - m) of one logit with its remainder `lo`; (0, 0) for -inf.
@@ -798,21 +784,23 @@ fn exp_sum(
     let factor = params.factor;
     let mut sum = [0.0f32; LANES];
     let mut error = [0.0f32; LANES];
-    let mut esum = [0.0f32; LANES];
-    let mut eerror = [0.0f32; LANES];
+    let mut entropy_sum = [0.0f32; LANES];
+    let mut entropy_error = [0.0f32; LANES];
     let mut add = |lane: usize, e: f32, s: f32| {
-        let (t, err) = math::add_compensated((sum[lane], error[lane]), e);
-        sum[lane] = t;
+        let (total, err) = math::add_compensated((sum[lane], error[lane]), e);
+        sum[lane] = total;
         error[lane] = err;
         if entropy {
             // A term whose exp underflows adds 0, even where z - m overflowed to -inf.
             let weighted = if e == 0.0 { 0.0 } else { e * s };
-            let (t, err) = math::add_compensated((esum[lane], eerror[lane]), weighted);
-            esum[lane] = t;
-            eerror[lane] = err;
+            let entropy_lane = (entropy_sum[lane], entropy_error[lane]);
+            let (total, err) = math::add_compensated(entropy_lane, weighted);
+            entropy_sum[lane] = total;
+            entropy_error[lane] = err;
         }
     };
     let lo_at = |index: usize| lo.map_or(0.0, |lo| lo[index]);
+
     let mut y = y;
     // Whole lanes first, then the remainder in the first lanes. `y` is loop-invariant, so
     // the compiler keeps one loop with and one without the store.
@@ -833,15 +821,11 @@ fn exp_sum(
         }
         add(lane, e, s);
     }
-    let merge = |totals: &[f32; LANES], errors: &[f32; LANES]| {
-        let mut merged = (0.0, 0.0);
-        for lane in 0..LANES {
-            merged = math::add_compensated(merged, totals[lane]);
-            merged = math::add_compensated(merged, errors[lane]);
-        }
-        merged.0 + merged.1
-    };
-    (merge(&sum, &error), merge(&esum, &eerror))
+
+    (
+        merge_lanes(&sum, &error),
+        merge_lanes(&entropy_sum, &entropy_error),
+    )
 }
 
 /// Divides each element of `y` by `d`.
@@ -919,16 +903,26 @@ fn long_row_in_place(y: &mut [f32], mask: Option<&[f32]>, params: &RowParams) {
         });
 }
 
-/// A long row's max key, sum and entropy.
+/// A long row's max key, sum and entropy, and whether no difference x - max can overflow.
 struct RowStats {
     key: u32,
     sum: f32,
     entropy: f32,
+    fits: bool,
+}
+
+/// A block's max key, and its sum and entropy sum relative to the block's max.
+#[derive(Clone, Copy)]
+struct BlockStats {
+    key: u32,
+    sum: f32,
+    entropy_sum: f32,
+    /// Whether every |x| in the block is below 2^126.
+    fits: bool,
 }
 
 fn long_row_stats(x: &[f32], mask: Option<&[f32]>, params: &RowParams) -> RowStats {
-    // Each block's (max key, sum, entropy sum) relative to its own max.
-    let partials: Vec<(u32, f32, f32)> = x
+    let partials: Vec<BlockStats> = x
         .par_chunks(ROW_BLOCK)
         .enumerate()
         .map(|(index, x)| {
@@ -936,13 +930,19 @@ fn long_row_stats(x: &[f32], mask: Option<&[f32]>, params: &RowParams) -> RowSta
             block_stats(x, mask, params)
         })
         .collect();
-    let key = partials.iter().map(|partial| partial.0).max().unwrap_or(0);
+    let key = partials
+        .iter()
+        .map(|partial| partial.key)
+        .max()
+        .unwrap_or(0);
+    let fits = partials.iter().all(|partial| partial.fits);
     if !math::key_is_finite(key) {
         let fill = params.fill(key);
         return RowStats {
             key,
             sum: 0.0,
             entropy: fill,
+            fits,
         };
     }
     // d = sum of d_b exp(m_b - m), and the entropy sum exp(m_b - m) (s_b + d_b (m_b - m)).
@@ -950,35 +950,37 @@ fn long_row_stats(x: &[f32], mask: Option<&[f32]>, params: &RowParams) -> RowSta
     let mut sum = (0.0, 0.0);
     let mut entropy_sum = (0.0, 0.0);
     let factor = if mask.is_some() { None } else { params.factor };
-    for &(block_key, block_sum, block_entropy) in &partials {
-        if !math::key_is_finite(block_key) {
+    for block in &partials {
+        if !math::key_is_finite(block.key) {
             continue;
         }
-        let (hi, lo) = shift(math::key_value(block_key), 0.0, m, factor);
+        let (hi, lo) = shift(math::key_value(block.key), 0.0, m, factor);
         let rescale = math::exp_nonpositive(hi, lo);
-        sum = math::add_compensated(sum, block_sum * rescale);
+        sum = math::add_compensated(sum, block.sum * rescale);
         let term = if rescale == 0.0 {
             0.0
         } else {
-            rescale * (block_entropy + block_sum * (hi + lo))
+            rescale * (block.entropy_sum + block.sum * (hi + lo))
         };
         entropy_sum = math::add_compensated(entropy_sum, term);
     }
+
     let sum = sum.0 + sum.1;
     RowStats {
         key,
         sum,
         entropy: entropy_of(sum, entropy_sum.0 + entropy_sum.1, params),
+        fits,
     }
 }
 
-/// Returns one block's (max key, sum, entropy sum) relative to the block's max.
+/// Returns one block's stats.
 #[multiversion(targets(
     "x86_64+avx512f+avx512vl+avx512dq+avx512bw",
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
-fn block_stats(x: &[f32], mask: Option<&[f32]>, params: &RowParams) -> (u32, f32, f32) {
+fn block_stats(x: &[f32], mask: Option<&[f32]>, params: &RowParams) -> BlockStats {
     match mask {
         None => block_stats_of(x, None, params),
         Some(mask) => {
@@ -989,21 +991,24 @@ fn block_stats(x: &[f32], mask: Option<&[f32]>, params: &RowParams) -> (u32, f32
 }
 
 #[inline(always)]
-fn block_stats_of(x: &[f32], lo: Option<&[f32]>, params: &RowParams) -> (u32, f32, f32) {
-    let key = max_key(x);
+fn block_stats_of(x: &[f32], lo: Option<&[f32]>, params: &RowParams) -> BlockStats {
+    let (key, fits) = scan(x);
+    let mut stats = BlockStats {
+        key,
+        sum: 0.0,
+        entropy_sum: 0.0,
+        fits,
+    };
     if !math::key_is_finite(key) {
-        return (key, 0.0, 0.0);
+        return stats;
     }
     let m = math::key_value(key);
     if lo.is_none() && params.entropy.is_none() {
-        return (
-            key,
-            plain_exp_sum::<false>(x, m, params.factor, &mut []),
-            0.0,
-        );
+        stats.sum = plain_exp_sum::<false>(x, m, fits, params.factor, &mut []);
+    } else {
+        (stats.sum, stats.entropy_sum) = exp_sum(x, lo, m, params, None);
     }
-    let (sum, entropy_sum) = exp_sum(x, lo, m, params, None);
-    (key, sum, entropy_sum)
+    stats
 }
 
 /// Writes one block of a finite long row.
@@ -1040,7 +1045,8 @@ fn normalize_block_of(
     if params.log {
         log_pass(x, lo, m, math::log_accurate(stats.sum), params, y);
     } else if lo.is_none() {
-        if differences_fit(x) && m.abs() < f32::from_bits(NO_OVERFLOW_BITS) {
+        // The row max is one of the row's elements, so it is below 2^126 as well.
+        if stats.fits {
             for (out, &value) in y.iter_mut().zip(x) {
                 *out = plain_term::<true>(value, m, params.factor) / stats.sum;
             }

@@ -264,39 +264,40 @@ fn run_on_buffers(
     let mask_buffer = launch
         .mask
         .map(|mask| engine.upload("test mask", mask).unwrap());
-    if let (Some(buffer), Some(mask), Some(plan)) = (&mask_buffer, launch.mask, launch.plan) {
-        let region = MaskRegion {
+    let mask = mask_buffer
+        .as_ref()
+        .zip(launch.mask)
+        .map(|(buffer, mask)| MaskRegion {
             values: BufferRegion::whole(buffer),
             broadcast: mask.len() as u64 != rows * cols,
-        };
-        engine
-            .record_softmax_masked_planned(
-                &mut encoder,
-                from,
-                region,
-                to,
-                rows,
-                cols,
-                options,
-                plan,
-            )
-            .unwrap();
-        engine.queue().submit([encoder.finish()]);
-        engine.read_f32(&output_buffer, 0, output).unwrap();
-        return;
-    }
-    match (launch.entropy, launch.plan) {
+        });
+    match (launch.entropy, launch.plan, mask) {
         _ if launch.op.is_elementwise() => {
             engine.record_elementwise(&mut encoder, launch.op, from, to, input.len() as u64)
         }
-        (Some(unit), Some(plan)) => {
+        (None, Some(plan), Some(mask)) => engine.record_softmax_masked_planned(
+            &mut encoder,
+            from,
+            mask,
+            to,
+            rows,
+            cols,
+            options,
+            plan,
+        ),
+        (None, None, Some(mask)) => {
+            engine.record_softmax_masked(&mut encoder, from, mask, to, rows, cols, options)
+        }
+        (Some(unit), Some(plan), _) => {
             engine.record_entropy_planned(&mut encoder, from, to, rows, cols, options, unit, plan)
         }
-        (Some(unit), None) => {
+        (Some(unit), None, _) => {
             engine.record_entropy(&mut encoder, from, to, rows, cols, options, unit)
         }
-        (None, None) => engine.record_softmax_with(&mut encoder, from, to, rows, cols, options),
-        (None, Some(plan)) => {
+        (None, None, None) => {
+            engine.record_softmax_with(&mut encoder, from, to, rows, cols, options)
+        }
+        (None, Some(plan), None) => {
             engine.record_softmax_planned(&mut encoder, from, to, rows, cols, options, plan)
         }
     }
