@@ -71,6 +71,21 @@ impl Cpu {
         self.pool.current_num_threads()
     }
 
+    /// Copies `input` into `output`, of the same length, on every thread: the memcpy that
+    /// `sigmax bench` sets beside each op, since one thread alone cannot reach the memory's
+    /// bandwidth.
+    pub fn copy_into(&self, input: &[f32], output: &mut [f32]) -> Result<()> {
+        check_len("output", output.len(), input.len())?;
+        let chunk = input.len().div_ceil(self.threads()).max(TASK_ELEMENTS);
+        self.pool.install(|| {
+            output
+                .par_chunks_mut(chunk)
+                .zip(input.par_chunks(chunk))
+                .for_each(|(y, x)| y.copy_from_slice(x));
+        });
+        Ok(())
+    }
+
     /// Writes the elementwise `op` (sigmoid, log-sigmoid or SiLU) of `input` into `output`,
     /// which has the input's length.
     pub fn elementwise_into(&self, op: Op, input: &[f32], output: &mut [f32]) -> Result<()> {
