@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release --example accuracy
 //! cargo run --release --example accuracy -- --quick   # 16x fewer elements
+//! cargo run --release --example accuracy -- --cpu     # the CPU backend alone
 //! ```
 //!
 //! Errors count as the bound of each op counts them (`sigmax::verify::Bound`): ULP, or for
@@ -99,8 +100,14 @@ fn worst(op: Op, got: &[f32], expected: &[f32]) -> f64 {
 fn main() -> sigmax::Result<()> {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let shrink = if quick { 16 } else { 1 };
+    let cpu_only = std::env::args().any(|arg| arg == "--cpu");
     let mut backends = vec![Backend::cpu()?];
-    for (index, _) in sigmax::list_adapters().iter().enumerate() {
+    let adapters = if cpu_only {
+        Vec::new()
+    } else {
+        sigmax::list_adapters()
+    };
+    for (index, _) in adapters.iter().enumerate() {
         let options = EngineOptions {
             adapter: sigmax::AdapterChoice::Index(index),
             ..Default::default()

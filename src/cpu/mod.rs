@@ -545,20 +545,18 @@ fn one_row(x: &[f32], lo: Option<&[f32]>, mut y: Option<&mut [f32]>, params: &Ro
 /// Bits of 2^126: when every |x| is below it, no difference x - m can overflow f32.
 const NO_OVERFLOW_BITS: u32 = 0x7e80_0000;
 
-/// exp(z - m) of one logit without a remainder, in a form without branches: 0 for -inf.
-/// FITS states that x - m cannot overflow, which spares the halved difference.
+/// exp(z - m) of one logit without a remainder, in a form without branches: 0 for -inf,
+/// whose difference is -inf. FITS states that x - m cannot overflow, which spares the halved
+/// difference.
 #[inline(always)]
 fn plain_term<const FITS: bool>(x: f32, m: f32, factor: Option<Factor>) -> f32 {
-    let excluded = x == f32::NEG_INFINITY;
-    let value = if excluded { m } else { x };
     let (hi, lo) = if FITS {
-        let d = math::two_difference(value, m);
+        let d = math::two_difference(x, m);
         factor.map_or(d, |c| math::scaled(d, c))
     } else {
-        plain_shift(value, m, factor)
+        plain_shift(x, m, factor)
     };
-    let e = math::exp_nonpositive(hi, lo);
-    if excluded { 0.0 } else { e }
+    math::exp_flushed(hi, lo)
 }
 
 /// Sums exp(z - m) over `x` with one compensated sum per lane, storing each exp in `y` when
@@ -586,33 +584,67 @@ fn plain_exp_sum_with<const STORE: bool, const FITS: bool>(
     factor: Option<Factor>,
     y: &mut [f32],
 ) -> f32 {
-    let mut sum = [0.0f32; LANES];
-    let mut error = [0.0f32; LANES];
+    // Each lane's sum starts at 1, so that it is never below the next term (every term is
+    // at most 1), and Fast2Sum then finds each addition's error exactly in three steps
+    // instead of Neumaier's six. The merge takes the offsets away.
+    // The lanes are indexed by constants only, so that the sums stay in registers: the last
+    // elements run as a whole chunk padded with -inf, whose terms are 0.
+    let mut sums = ([1.0f32; LANES], [0.0f32; LANES]);
     let full = x.len() / LANES * LANES;
-    for (start, chunk) in (0..full).step_by(LANES).zip(x.chunks_exact(LANES)) {
-        let mut e = [0.0f32; LANES];
-        for lane in 0..LANES {
-            e[lane] = plain_term::<FITS>(chunk[lane], m, factor);
-        }
+    for (index, chunk) in x[..full].chunks_exact(LANES).enumerate() {
+        let chunk = chunk.try_into().expect("a chunk of LANES");
+        let e = exp_sum_step::<FITS>(chunk, m, factor, &mut sums);
         if STORE {
-            y[start..start + LANES].copy_from_slice(&e);
-        }
-        for lane in 0..LANES {
-            let (total, err) = math::add_compensated((sum[lane], error[lane]), e[lane]);
-            sum[lane] = total;
-            error[lane] = err;
+            y[index * LANES..(index + 1) * LANES].copy_from_slice(&e);
         }
     }
-    for (lane, index) in (full..x.len()).enumerate() {
-        let e = plain_term::<FITS>(x[index], m, factor);
+    let rest = x.len() - full;
+    if rest > 0 {
+        let chunk = padded(&x[full..], f32::NEG_INFINITY);
+        let e = exp_sum_step::<FITS>(&chunk, m, factor, &mut sums);
         if STORE {
-            y[index] = e;
+            y[full..].copy_from_slice(&e[..rest]);
         }
-        let (total, err) = math::add_compensated((sum[lane], error[lane]), e);
-        sum[lane] = total;
-        error[lane] = err;
     }
-    merge_lanes(&sum, &error)
+    let (sum, error) = sums;
+    let mut merged = (-(LANES as f32), 0.0);
+    for lane in 0..LANES {
+        merged = math::add_compensated(merged, sum[lane]);
+        merged = math::add_compensated(merged, error[lane]);
+    }
+    merged.0 + merged.1
+}
+
+/// Returns the terms exp(z - m) of one chunk, and adds them to the lanes' sums.
+#[inline(always)]
+fn exp_sum_step<const FITS: bool>(
+    chunk: &[f32; LANES],
+    m: f32,
+    factor: Option<Factor>,
+    (sum, error): &mut ([f32; LANES], [f32; LANES]),
+) -> [f32; LANES] {
+    let mut e = [0.0f32; LANES];
+    for lane in 0..LANES {
+        e[lane] = plain_term::<FITS>(chunk[lane], m, factor);
+        add_fast_two_sum(&mut sum[lane], &mut error[lane], e[lane]);
+    }
+    e
+}
+
+/// Returns the last elements of a row, fewer than LANES, as a chunk padded with `fill`.
+#[inline(always)]
+fn padded(rest: &[f32], fill: f32) -> [f32; LANES] {
+    let mut chunk = [fill; LANES];
+    chunk[..rest.len()].copy_from_slice(rest);
+    chunk
+}
+
+/// Adds `value` to the compensated sum (sum, error) when sum >= value >= 0 (Fast2Sum).
+#[inline(always)]
+fn add_fast_two_sum(sum: &mut f32, error: &mut f32, value: f32) {
+    let total = *sum + value;
+    *error += (*sum - total) + value;
+    *sum = total;
 }
 
 /// Adds per-lane compensated sums (totals and their errors) into one, compensated too.
@@ -634,78 +666,326 @@ const VERTICAL_MAX_COLS: usize = 64;
 
 /// Runs softmax or log-softmax over short rows without a mask or entropy, 16 rows at a time
 /// with one row per lane. Each block is transposed into scratch memory, so that the max, the
-/// exp and the compensated sums run down the columns in vector registers. A block with a
-/// row that is not finite, and the last rows, run row by row.
+/// exp and the compensated sums run down the columns in vector registers, and transposed
+/// back on the way out. A block with a value that is not finite, and the last rows, run row
+/// by row.
 #[inline(always)]
 fn vertical_rows(x: &[f32], y: &mut [f32], count: usize, cols: usize, params: &RowParams) {
     let blocks = count / LANES;
-    let mut column_major = vec![0.0f32; cols * LANES];
+    let transposer = Transposer::new(cols);
+    let mut columns = vec![[0.0f32; LANES]; cols];
     for block in 0..blocks {
-        let base = block * LANES * cols;
-        let x_block = &x[base..base + LANES * cols];
-        for (lane, row) in x_block.chunks_exact(cols).enumerate() {
-            for (j, &value) in row.iter().enumerate() {
-                column_major[j * LANES + lane] = value;
-            }
+        let range = block * LANES * cols..(block + 1) * LANES * cols;
+        transposer.to_columns(&x[range.clone()], &mut columns);
+        let mut state = ([0.0f32; LANES], [0u32; LANES]);
+        state.0 = columns[0];
+        for column in &columns {
+            scan_step(column, &mut state);
         }
-        let mut keys = [0u32; LANES];
-        for column in column_major.chunks_exact(LANES) {
-            for lane in 0..LANES {
-                keys[lane] = keys[lane].max(math::order_key(column[lane]));
-            }
-        }
-        if !keys.iter().all(|&key| math::key_is_finite(key)) {
-            for row in 0..LANES {
-                let range = base + row * cols..base + (row + 1) * cols;
+        let (m, magnitudes) = state;
+        if magnitudes
+            .iter()
+            .any(|&bits| bits >= f32::INFINITY.to_bits())
+        {
+            for row in block * LANES..(block + 1) * LANES {
+                let range = row * cols..(row + 1) * cols;
                 let _ = one_row(&x[range.clone()], None, Some(&mut y[range]), params);
             }
             continue;
         }
-        let mut m = [0.0f32; LANES];
-        for lane in 0..LANES {
-            m[lane] = math::key_value(keys[lane]);
+        let fits = magnitudes.iter().all(|&bits| bits < NO_OVERFLOW_BITS);
+        match (fits, params.log) {
+            (true, false) => vertical_block::<true, false>(&mut columns, &m, params),
+            (true, true) => vertical_block::<true, true>(&mut columns, &m, params),
+            (false, false) => vertical_block::<false, false>(&mut columns, &m, params),
+            (false, true) => vertical_block::<false, true>(&mut columns, &m, params),
         }
-        let mut sum = [0.0f32; LANES];
-        let mut error = [0.0f32; LANES];
-        for column in column_major.chunks_exact_mut(LANES) {
-            for lane in 0..LANES {
-                let e = plain_term::<false>(column[lane], m[lane], params.factor);
-                if !params.log {
-                    column[lane] = e;
-                }
-                let (total, err) = math::add_compensated((sum[lane], error[lane]), e);
-                sum[lane] = total;
-                error[lane] = err;
-            }
-        }
-        let mut d = [0.0f32; LANES];
-        let mut log_d = [0.0f32; LANES];
-        for lane in 0..LANES {
-            d[lane] = sum[lane] + error[lane];
-            log_d[lane] = math::log_accurate(d[lane]);
-        }
-        let y_block = &mut y[base..base + LANES * cols];
-        for (lane, row) in y_block.chunks_exact_mut(cols).enumerate() {
-            for (j, out) in row.iter_mut().enumerate() {
-                let value = column_major[j * LANES + lane];
-                *out = if params.log {
-                    let excluded = value == f32::NEG_INFINITY;
-                    let shifted = if excluded { m[lane] } else { value };
-                    let (hi, lo) = plain_shift(shifted, m[lane], params.factor);
-                    if excluded {
-                        f32::NEG_INFINITY
-                    } else {
-                        (hi - log_d[lane]) + lo
-                    }
-                } else {
-                    value / d[lane]
-                };
-            }
-        }
+        transposer.to_rows(&columns, &mut y[range]);
     }
     for row in blocks * LANES..count {
         let range = row * cols..(row + 1) * cols;
         let _ = one_row(&x[range.clone()], None, Some(&mut y[range]), params);
+    }
+}
+
+/// Replaces the columns of one block of finite rows, whose maxima are `m`, with their
+/// softmax, or log-softmax for LOG.
+///
+/// The short loops over the lanes run to a length the compiler cannot see (it is LANES), so
+/// that they stay loops over the lanes: unrolled, the compiler vectorised the loop over the
+/// columns instead, with a gather and a scatter per column.
+#[inline(always)]
+fn vertical_block<const FITS: bool, const LOG: bool>(
+    columns: &mut [[f32; LANES]],
+    m: &[f32; LANES],
+    params: &RowParams,
+) {
+    let lanes = std::hint::black_box(LANES);
+    let mut sum = [1.0f32; LANES];
+    let mut error = [0.0f32; LANES];
+    for column in columns.iter_mut() {
+        for lane in 0..LANES {
+            let e = plain_term::<FITS>(column[lane], m[lane], params.factor);
+            add_fast_two_sum(&mut sum[lane], &mut error[lane], e);
+            if !LOG {
+                column[lane] = e;
+            }
+        }
+    }
+    // Each sum started at 1, and removing it is exact: a sum of at most VERTICAL_MAX_COLS
+    // terms of at most 1 is far below 2^24.
+    let mut d = [0.0f32; LANES];
+    for lane in 0..LANES {
+        d[lane] = (sum[lane] - 1.0) + error[lane];
+    }
+    if LOG {
+        let mut log_d = [0.0f32; LANES];
+        for lane in 0..LANES {
+            log_d[lane] = math::log_accurate(d[lane]);
+        }
+        for column in columns.iter_mut() {
+            let values = column[..lanes].iter_mut().zip(&m[..lanes]);
+            let values = values.zip(&log_d[..lanes]);
+            for ((value, &m), &log_d) in values {
+                let (hi, lo) = plain_shift(*value, m, params.factor);
+                *value = (hi - log_d) + lo;
+            }
+        }
+    } else {
+        let mut reciprocal = [0.0f32; LANES];
+        for lane in 0..LANES {
+            reciprocal[lane] = 1.0 / d[lane];
+        }
+        for column in columns.iter_mut() {
+            let values = column[..lanes].iter_mut().zip(&d[..lanes]);
+            for ((value, &d), &reciprocal) in values.zip(&reciprocal[..lanes]) {
+                *value = quotient(*value, d, reciprocal);
+            }
+        }
+    }
+}
+
+/// Moves blocks of LANES rows of `cols` elements between row-major order and one array per
+/// column. On CPUs with AVX-512 it gathers 16 elements per instruction; elsewhere it copies
+/// element by element.
+struct Transposer {
+    cols: usize,
+    /// For each group of LANES consecutive row-major elements, the offset of each in the
+    /// columns: element p is in column p % cols at lane p / cols.
+    #[cfg(target_arch = "x86_64")]
+    row_offsets: Vec<[i32; LANES]>,
+    #[cfg(target_arch = "x86_64")]
+    gather: bool,
+}
+
+impl Transposer {
+    fn new(cols: usize) -> Transposer {
+        #[cfg(target_arch = "x86_64")]
+        let row_offsets = (0..cols)
+            .map(|group| {
+                std::array::from_fn(|lane| {
+                    let p = group * LANES + lane;
+                    ((p % cols) * LANES + p / cols) as i32
+                })
+            })
+            .collect();
+        Transposer {
+            cols,
+            #[cfg(target_arch = "x86_64")]
+            row_offsets,
+            #[cfg(target_arch = "x86_64")]
+            gather: std::arch::is_x86_feature_detected!("avx512f"),
+        }
+    }
+
+    /// Fills `columns[j][lane]` with element j of row `lane` of `rows`.
+    #[inline(always)]
+    fn to_columns(&self, rows: &[f32], columns: &mut [[f32; LANES]]) {
+        assert!(rows.len() == LANES * self.cols && columns.len() == self.cols);
+        #[cfg(target_arch = "x86_64")]
+        if self.gather {
+            // SAFETY: the CPU has AVX-512F, and both lengths are checked above.
+            unsafe { gather::to_columns(rows, columns) };
+            return;
+        }
+        for (lane, row) in rows.chunks_exact(self.cols).enumerate() {
+            for (j, &value) in row.iter().enumerate() {
+                columns[j][lane] = value;
+            }
+        }
+    }
+
+    /// Writes the columns back to `rows` in row-major order.
+    #[inline(always)]
+    fn to_rows(&self, columns: &[[f32; LANES]], rows: &mut [f32]) {
+        assert!(rows.len() == LANES * self.cols && columns.len() == self.cols);
+        #[cfg(target_arch = "x86_64")]
+        if self.gather {
+            // SAFETY: the CPU has AVX-512F, and both lengths are checked above.
+            unsafe { gather::to_rows(columns, &self.row_offsets, rows) };
+            return;
+        }
+        for (lane, row) in rows.chunks_exact_mut(self.cols).enumerate() {
+            for (j, out) in row.iter_mut().enumerate() {
+                *out = columns[j][lane];
+            }
+        }
+    }
+}
+
+/// The transposes of `Transposer` with AVX-512 gathers.
+#[cfg(target_arch = "x86_64")]
+mod gather {
+    use std::arch::x86_64::{
+        __m512, __m512i, _mm512_add_epi32, _mm512_i32gather_ps, _mm512_loadu_ps,
+        _mm512_loadu_si512, _mm512_mullo_epi32, _mm512_permutex2var_ps, _mm512_set1_epi32,
+        _mm512_setr_epi32, _mm512_storeu_ps,
+    };
+
+    use super::LANES;
+
+    /// Offsets 0, 1, ..., 15.
+    #[target_feature(enable = "avx512f")]
+    fn lane_numbers() -> __m512i {
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    }
+
+    /// Index vectors of `_mm512_permutex2var_ps` for one step of a 16 x 16 transpose: the
+    /// step that swaps bit `b` of the row and column numbers, for rows i and i + b.
+    const fn swap_indices(b: usize) -> ([i32; LANES], [i32; LANES]) {
+        let mut low = [0i32; LANES];
+        let mut high = [0i32; LANES];
+        let mut j = 0;
+        while j < LANES {
+            if j & b == 0 {
+                low[j] = j as i32;
+                high[j] = (j + b) as i32;
+            } else {
+                low[j] = (LANES + j - b) as i32;
+                high[j] = (LANES + j) as i32;
+            }
+            j += 1;
+        }
+        (low, high)
+    }
+
+    /// Transposes 16 vectors of 16 f32 in place, in four steps of 16 two-source permutes:
+    /// each step swaps one bit of the row number with the same bit of the column number.
+    #[target_feature(enable = "avx512f")]
+    fn transpose(r: &mut [__m512; LANES]) {
+        swap_step::<8>(r);
+        swap_step::<4>(r);
+        swap_step::<2>(r);
+        swap_step::<1>(r);
+    }
+
+    /// The step of `transpose` that swaps bit B, on the 8 pairs of rows i and i + B.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn swap_step<const B: usize>(r: &mut [__m512; LANES]) {
+        let (low, high) = const { swap_indices(B) };
+        // SAFETY: each array holds 16 i32.
+        let (low, high) = unsafe {
+            (
+                _mm512_loadu_si512(low.as_ptr().cast()),
+                _mm512_loadu_si512(high.as_ptr().cast()),
+            )
+        };
+        for pair in 0..LANES / 2 {
+            let i = pair / B * 2 * B + pair % B;
+            let (a, c) = (r[i], r[i + B]);
+            r[i] = _mm512_permutex2var_ps(a, low, c);
+            r[i + B] = _mm512_permutex2var_ps(a, high, c);
+        }
+    }
+
+    /// As `to_columns`, for rows of a multiple of 16 elements: by 16 x 16 transposes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, and `rows` must hold LANES * `columns.len()` elements.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn to_columns_by_16(rows: &[f32], columns: &mut [[f32; LANES]]) {
+        let cols = columns.len();
+        for tile in 0..cols / LANES {
+            // SAFETY: row `lane` of the tile starts at lane * cols + tile * 16 and holds 16
+            // elements inside `rows`; the columns of the tile are inside `columns`.
+            unsafe {
+                let mut r: [__m512; LANES] = std::array::from_fn(|lane| {
+                    _mm512_loadu_ps(rows.as_ptr().add(lane * cols + tile * LANES))
+                });
+                transpose(&mut r);
+                for (j, vector) in r.iter().enumerate() {
+                    _mm512_storeu_ps(columns[tile * LANES + j].as_mut_ptr(), *vector);
+                }
+            }
+        }
+    }
+
+    /// As `to_rows`, for rows of a multiple of 16 elements: by 16 x 16 transposes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, and `rows` must hold LANES * `columns.len()` elements.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn to_rows_by_16(columns: &[[f32; LANES]], rows: &mut [f32]) {
+        let cols = columns.len();
+        for tile in 0..cols / LANES {
+            // SAFETY: as in `to_columns_by_16`.
+            unsafe {
+                let mut r: [__m512; LANES] =
+                    std::array::from_fn(|j| _mm512_loadu_ps(columns[tile * LANES + j].as_ptr()));
+                transpose(&mut r);
+                for (lane, vector) in r.iter().enumerate() {
+                    _mm512_storeu_ps(rows.as_mut_ptr().add(lane * cols + tile * LANES), *vector);
+                }
+            }
+        }
+    }
+
+    /// Gathers column j from elements j, j + cols, ..., j + 15 cols.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, and `rows` must hold LANES * `columns.len()` elements.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn to_columns(rows: &[f32], columns: &mut [[f32; LANES]]) {
+        if columns.len().is_multiple_of(LANES) {
+            // SAFETY: as this function's.
+            return unsafe { to_columns_by_16(rows, columns) };
+        }
+        let cols = columns.len() as i32;
+        let starts = _mm512_mullo_epi32(lane_numbers(), _mm512_set1_epi32(cols));
+        for (j, column) in columns.iter_mut().enumerate() {
+            let offsets = _mm512_add_epi32(starts, _mm512_set1_epi32(j as i32));
+            // SAFETY: every offset is below LANES * cols, inside `rows`, and `column` holds
+            // LANES f32.
+            unsafe {
+                let values = _mm512_i32gather_ps::<4>(offsets, rows.as_ptr());
+                _mm512_storeu_ps(column.as_mut_ptr(), values);
+            }
+        }
+    }
+
+    /// Gathers each group of 16 consecutive row-major elements from the columns, at the
+    /// offsets `Transposer::new` computed.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, `rows` must hold LANES * `columns.len()` elements, and
+    /// `offsets` one group per column, each offset below LANES * `columns.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn to_rows(columns: &[[f32; LANES]], offsets: &[[i32; LANES]], rows: &mut [f32]) {
+        if columns.len().is_multiple_of(LANES) {
+            // SAFETY: as this function's.
+            return unsafe { to_rows_by_16(columns, rows) };
+        }
+        let source = columns.as_ptr().cast::<f32>();
+        for (out, offsets) in rows.chunks_exact_mut(LANES).zip(offsets) {
+            // SAFETY: every offset is inside `columns`, and `out` and `offsets` hold LANES
+            // elements each.
+            unsafe {
+                let offsets = _mm512_loadu_si512(offsets.as_ptr().cast());
+                let values = _mm512_i32gather_ps::<4>(offsets, source);
+                _mm512_storeu_ps(out.as_mut_ptr(), values);
+            }
+        }
     }
 }
 
@@ -714,9 +994,50 @@ fn entropy_of(sum: f32, entropy_sum: f32, params: &RowParams) -> f32 {
 }
 
 /// Returns the max order key over `x`, and whether no difference between its elements can
-/// overflow f32 (every |x| below 2^126), in one pass.
+/// overflow f32 (every |x| below 2^126), in one pass. The pass takes the float max and the
+/// max magnitude; only a row with an infinity or NaN, which the magnitude shows, takes the
+/// order keys again.
 #[inline(always)]
 fn scan(x: &[f32]) -> (u32, bool) {
+    let Some(&first) = x.first() else {
+        return (0, true);
+    };
+    let mut state = ([first; LANES], [0u32; LANES]);
+    let mut chunks = x.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        scan_step(chunk.try_into().expect("a chunk of LANES"), &mut state);
+    }
+    if !chunks.remainder().is_empty() {
+        // Padding with the first element changes neither the max nor the magnitude.
+        scan_step(&padded(chunks.remainder(), first), &mut state);
+    }
+    let (maxima, magnitudes) = state;
+    let magnitude = magnitudes.into_iter().max().unwrap_or(0);
+    if magnitude >= f32::INFINITY.to_bits() {
+        return scan_keys(x);
+    }
+    let max = maxima.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    (math::order_key(max), magnitude < NO_OVERFLOW_BITS)
+}
+
+/// Adds one chunk to the lanes' maxima and max magnitude bits.
+#[inline(always)]
+fn scan_step(chunk: &[f32; LANES], (maxima, magnitudes): &mut ([f32; LANES], [u32; LANES])) {
+    for lane in 0..LANES {
+        let value = chunk[lane];
+        // Not f32::max, whose NaN rule costs two more steps: `scan` catches NaN.
+        maxima[lane] = if value > maxima[lane] {
+            value
+        } else {
+            maxima[lane]
+        };
+        magnitudes[lane] = magnitudes[lane].max(value.to_bits() & 0x7fff_ffff);
+    }
+}
+
+/// As `scan`, by order keys, which also rank the infinities and NaN.
+#[inline(always)]
+fn scan_keys(x: &[f32]) -> (u32, bool) {
     let mut keys = [0u32; LANES];
     let mut magnitudes = [0u32; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -843,12 +1164,23 @@ fn exp_sum(
     )
 }
 
-/// Divides each element of `y` by `d`.
+/// Divides each element of `y` by `d`: a product with 1 / d, then one correction step from
+/// the product's residual, which costs less than a vector division and leaves the quotient
+/// within about half an ULP.
 #[inline(always)]
 fn divide(y: &mut [f32], d: f32) {
+    let reciprocal = 1.0 / d;
     for value in y.iter_mut() {
-        *value /= d;
+        *value = quotient(*value, d, reciprocal);
     }
+}
+
+/// y / d from the reciprocal of d: see `divide`.
+#[inline(always)]
+fn quotient(y: f32, d: f32, reciprocal: f32) -> f32 {
+    let q = y * reciprocal;
+    let residual = (-q).mul_add(d, y);
+    residual.mul_add(reciprocal, q)
 }
 
 /// Writes (z - m) - log_sum for each logit; -inf stays -inf.
@@ -1061,13 +1393,16 @@ fn normalize_block_of(
         log_pass(x, lo, m, math::log_accurate(stats.sum), params, y);
     } else if lo.is_none() {
         // The row max is one of the row's elements, so it is below 2^126 as well.
+        let reciprocal = 1.0 / stats.sum;
         if stats.fits {
             for (out, &value) in y.iter_mut().zip(x) {
-                *out = plain_term::<true>(value, m, params.factor) / stats.sum;
+                let e = plain_term::<true>(value, m, params.factor);
+                *out = quotient(e, stats.sum, reciprocal);
             }
         } else {
             for (out, &value) in y.iter_mut().zip(x) {
-                *out = plain_term::<false>(value, m, params.factor) / stats.sum;
+                let e = plain_term::<false>(value, m, params.factor);
+                *out = quotient(e, stats.sum, reciprocal);
             }
         }
     } else {
