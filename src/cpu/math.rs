@@ -110,24 +110,34 @@ pub fn exp_nonpositive(hi: f32, lo: f32) -> f32 {
 /// absolute floor (1e-37).
 const EXP_FLUSH_BELOW: f32 = -86.5;
 
+/// Coefficients of r^2 to r^6 of a polynomial fitted to exp(r) on [-ln 2 / 2, ln 2 / 2] for
+/// the least max relative error (iterated weighted least squares, in f64, then rounded to
+/// f32): 3.6e-9 relative, 0.06 ULP, against 0.09 ULP for the degree-7 Taylor polynomial.
+const FIT: [f32; 5] = [
+    0.499_999_94,
+    0.166_665_21,
+    0.041_668_39,
+    0.008_368_745,
+    0.001_381_454,
+];
+
 /// exp(hi + lo) for hi <= 0 (or -inf, or hi + lo as a difference that involved -inf, where
 /// lo may be NaN), with results below 2^-124.8 set to 0. It takes about half the steps of
-/// `exp_nonpositive`: the clamp replaces the underflow selects, and 2^n is added into the
-/// exponent bits, which is exact while the result is normal.
+/// `exp_nonpositive`: one select replaces the underflow handling (whatever the steps give
+/// for a very negative or infinite hi, even NaN, is replaced by 0), 2^n is added into the
+/// exponent bits, which is exact while the result is normal, and the polynomial has one
+/// degree less.
 #[inline(always)]
 pub fn exp_flushed(hi: f32, lo: f32) -> f32 {
-    // A compare and a select instead of f32::max, which also orders NaN (never in hi here).
-    let x = if hi > EXP_MIN_ARG { hi } else { EXP_MIN_ARG };
-    let t = x.mul_add(LOG2_E, ROUND_MAGIC);
+    let t = hi.mul_add(LOG2_E, ROUND_MAGIC);
     let n = t - ROUND_MAGIC;
-    let r = n.mul_add(-LN2_HI, x);
+    let r = n.mul_add(-LN2_HI, hi);
     let r = n.mul_add(-LN2_LO, r + lo);
-    let mut p = C7;
-    p = p.mul_add(r, C6);
-    p = p.mul_add(r, C5);
-    p = p.mul_add(r, C4);
-    p = p.mul_add(r, C3);
-    p = p.mul_add(r, C2);
+    let mut p = FIT[4];
+    p = p.mul_add(r, FIT[3]);
+    p = p.mul_add(r, FIT[2]);
+    p = p.mul_add(r, FIT[1]);
+    p = p.mul_add(r, FIT[0]);
     p = p.mul_add(r, 1.0);
     p = p.mul_add(r, 1.0);
     // n sits in t's low mantissa bits; shifted by 23 it lands on the exponent field, and the
