@@ -245,6 +245,19 @@ pub fn sigmoid(x: f32) -> f32 {
     if x.is_nan() { x } else { y }
 }
 
+/// Smallest x that `sigmoid_flushed` takes: below it sigmoid(x) is about exp(x), which
+/// `exp_flushed` sets to 0.
+pub const SIGMOID_FLUSHED_MIN: f32 = EXP_FLUSH_BELOW;
+
+/// sigmoid(x) for finite x >= `SIGMOID_FLUSHED_MIN`, with `exp_flushed`: exp(-|x|) is then
+/// either normal, or below 2^-124.8 for x > 86.5, where the result rounds to 1 all the same.
+#[inline(always)]
+pub fn sigmoid_flushed(x: f32) -> f32 {
+    let e = exp_flushed(-x.abs(), 0.0);
+    let numerator = if x >= 0.0 { 1.0 } else { e };
+    numerator / (1.0 + e)
+}
+
 #[inline(always)]
 pub fn log_sigmoid(x: f32) -> f32 {
     let e = exp_nonpositive(-x.abs(), 0.0);
@@ -314,6 +327,18 @@ mod tests {
         }
         assert_eq!(exp_flushed(f32::NEG_INFINITY, f32::NAN), 0.0);
         assert_eq!(exp_flushed(0.0, 0.0), 1.0);
+    }
+
+    #[test]
+    fn sigmoid_flushed_within_the_bound_where_it_applies() {
+        // Within the sigmoid's bound of 2 ULP, as `sigmoid` is.
+        for i in 0..200_000 {
+            let x = SIGMOID_FLUSHED_MIN + i as f32 * 0.001;
+            let expected = (1.0 / (1.0 + (-x as f64).exp())) as f32;
+            let got = sigmoid_flushed(x);
+            let ulps = crate::verify::ulp_distance(got, expected);
+            assert!(ulps <= 2, "sigmoid({x}) = {got}, expected {expected}");
+        }
     }
 
     #[test]

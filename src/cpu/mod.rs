@@ -281,7 +281,37 @@ fn map_slice(op: Op, x: &[f32], y: &mut [f32]) {
     match op {
         Op::LogSigmoid => map_with(math::log_sigmoid, x, y),
         Op::Silu => map_with(math::silu, x, y),
-        _ => map_with(math::sigmoid, x, y),
+        _ => map_sigmoid(x, y),
+    }
+}
+
+/// Sigmoid of each element: chunks whose elements are all at least
+/// `math::SIGMOID_FLUSHED_MIN` (NaN is not) take the cheaper `math::sigmoid_flushed`.
+#[inline(always)]
+fn map_sigmoid(x: &[f32], y: &mut [f32]) {
+    let mut y_chunks = y.chunks_exact_mut(LANES);
+    let mut x_chunks = x.chunks_exact(LANES);
+    for (out, input) in (&mut y_chunks).zip(&mut x_chunks) {
+        let mut far_left = false;
+        for &value in input {
+            far_left |= !(value >= math::SIGMOID_FLUSHED_MIN);
+        }
+        if far_left {
+            for lane in 0..LANES {
+                out[lane] = math::sigmoid(input[lane]);
+            }
+        } else {
+            for lane in 0..LANES {
+                out[lane] = math::sigmoid_flushed(input[lane]);
+            }
+        }
+    }
+    for (out, &value) in y_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(x_chunks.remainder())
+    {
+        *out = math::sigmoid(value);
     }
 }
 
