@@ -294,7 +294,7 @@ fn map_sigmoid(x: &[f32], y: &mut [f32]) {
     for (out, input) in (&mut y_chunks).zip(&mut x_chunks) {
         let mut far_left = false;
         for &value in input {
-            far_left |= !(value >= math::SIGMOID_FLUSHED_MIN);
+            far_left |= value < math::SIGMOID_FLUSHED_MIN || value.is_nan();
         }
         if far_left {
             for lane in 0..LANES {
