@@ -293,6 +293,39 @@ fn temperature_and_scale_within_bound() {
 }
 
 #[test]
+fn rows_of_one_sign_or_led_by_their_max() {
+    // The CPU backend forms x - max with Fast2Sum when every |x| is at least |max| (rows of
+    // negative values) or at most max (rows led by their max), and with TwoSum otherwise.
+    let cols = 1000;
+    let base = spread_logits(4, cols, 30.0);
+    let negative: Vec<f32> = base.iter().map(|&x| -x.abs() - 1.0).collect();
+    let led: Vec<f32> = base
+        .chunks(cols)
+        .flat_map(|row| {
+            let mut row = row.to_vec();
+            row[cols / 2] = 31.0;
+            row
+        })
+        .collect();
+    for input in [negative, led] {
+        for options in [softmax(), log_softmax()] {
+            let expected = sigmax::reference::softmax_with(&input, 4, cols, &options).unwrap();
+            let bound = Bound::of(options.op());
+            for backend in backends() {
+                for (label, got) in softmax_each_variant_with(backend, &input, 4, cols, &options) {
+                    if let Some(index) = bound.first_violation(&got, &expected) {
+                        panic!(
+                            "{label} {options:?}: element {index}: got {:e}, expected {:e}",
+                            got[index], expected[index]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn invalid_temperature_is_rejected() {
     for temperature in [0.0, -2.0, NAN, INF] {
         let options = SoftmaxOptions {

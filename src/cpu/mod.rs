@@ -544,7 +544,7 @@ fn one_row(
     params: &RowParams,
     next: &[f32],
 ) -> f32 {
-    let (key, fits) = scan(x);
+    let (key, magnitude) = scan(x);
     if !math::key_is_finite(key) {
         let fill = params.fill(key);
         if let Some(y) = y {
@@ -553,13 +553,14 @@ fn one_row(
         return fill;
     }
     let m = math::key_value(key);
+    let difference = Difference::of(m, magnitude);
     if let (None, None, Some(y)) = (lo, params.entropy, y.as_deref_mut()) {
         // The common case: no mask and no entropy.
         if params.log {
-            let sum = plain_exp_sum::<false>(x, m, fits, params.factor, y, next);
+            let sum = plain_exp_sum::<false>(x, m, difference, params.factor, y, next);
             log_pass(x, None, m, math::log_accurate(sum), params, y);
         } else {
-            let sum = plain_exp_sum::<true>(x, m, fits, params.factor, y, next);
+            let sum = plain_exp_sum::<true>(x, m, difference, params.factor, y, next);
             divide(y, sum);
         }
         return 0.0;
@@ -590,40 +591,59 @@ fn one_row(
 const NO_OVERFLOW_BITS: u32 = 0x7e80_0000;
 
 /// exp(z - m) of one logit without a remainder, in a form without branches: 0 for -inf,
-/// whose difference is -inf. FITS states that x - m cannot overflow, which spares the halved
-/// difference.
+/// whose difference is -inf. DIFFERENCE says how x - m is formed (`Difference`).
 #[inline(always)]
-fn plain_term<const FITS: bool>(x: f32, m: f32, factor: Option<Factor>) -> f32 {
-    let (hi, lo) = if FITS {
-        let d = math::two_difference(x, m);
-        factor.map_or(d, |c| math::scaled(d, c))
-    } else {
-        plain_shift(x, m, factor)
+fn plain_term<const DIFFERENCE: u8>(x: f32, m: f32, factor: Option<Factor>) -> f32 {
+    let d = match DIFFERENCE {
+        HALVED => plain_shift(x, m, factor),
+        _ => exact_difference::<DIFFERENCE>(x, m),
+    };
+    let (hi, lo) = match (DIFFERENCE, factor) {
+        (HALVED, _) | (_, None) => d,
+        (_, Some(c)) => math::scaled(d, c),
     };
     math::exp_flushed(hi, lo)
 }
 
+/// x - m as (hi, lo) for the ways that do not halve: Fast2Sum with the larger magnitude
+/// first where the row allows it (`Difference::of`), else TwoSum.
+#[inline(always)]
+fn exact_difference<const DIFFERENCE: u8>(x: f32, m: f32) -> (f32, f32) {
+    match DIFFERENCE {
+        X_LARGER => math::fast_two_sum(x, -m),
+        MAX_LARGER => math::fast_two_sum(-m, x),
+        _ => math::two_difference(x, m),
+    }
+}
+
+// `Difference` as const generic arguments.
+const HALVED: u8 = 0;
+const TWO_SUM: u8 = 1;
+const X_LARGER: u8 = 2;
+const MAX_LARGER: u8 = 3;
+
 /// Sums exp(z - m) over `x` with one compensated sum per lane, storing each exp in `y` when
-/// STORE is set. The lanes are independent, so the compiler vectorises the loop. `fits`
-/// states that no difference x - m can overflow, as `scan` finds.
+/// STORE is set. The lanes are independent, so the compiler vectorises the loop.
+/// `difference` says how x - m is formed, from the row's scan.
 #[inline(always)]
 fn plain_exp_sum<const STORE: bool>(
     x: &[f32],
     m: f32,
-    fits: bool,
+    difference: Difference,
     factor: Option<Factor>,
     y: &mut [f32],
     next: &[f32],
 ) -> f32 {
-    if fits {
-        plain_exp_sum_with::<STORE, true>(x, m, factor, y, next)
-    } else {
-        plain_exp_sum_with::<STORE, false>(x, m, factor, y, next)
+    match difference {
+        Difference::Halved => plain_exp_sum_with::<STORE, HALVED>(x, m, factor, y, next),
+        Difference::TwoSum => plain_exp_sum_with::<STORE, TWO_SUM>(x, m, factor, y, next),
+        Difference::XLarger => plain_exp_sum_with::<STORE, X_LARGER>(x, m, factor, y, next),
+        Difference::MaxLarger => plain_exp_sum_with::<STORE, MAX_LARGER>(x, m, factor, y, next),
     }
 }
 
 #[inline(always)]
-fn plain_exp_sum_with<const STORE: bool, const FITS: bool>(
+fn plain_exp_sum_with<const STORE: bool, const DIFFERENCE: u8>(
     x: &[f32],
     m: f32,
     factor: Option<Factor>,
@@ -643,7 +663,7 @@ fn plain_exp_sum_with<const STORE: bool, const FITS: bool>(
             prefetch(line);
         }
         let chunk = chunk.try_into().expect("a chunk of LANES");
-        let e = exp_sum_step::<FITS>(chunk, m, factor, &mut sums);
+        let e = exp_sum_step::<DIFFERENCE>(chunk, m, factor, &mut sums);
         if STORE {
             y[index * LANES..(index + 1) * LANES].copy_from_slice(&e);
         }
@@ -651,7 +671,7 @@ fn plain_exp_sum_with<const STORE: bool, const FITS: bool>(
     let rest = x.len() - full;
     if rest > 0 {
         let chunk = padded(&x[full..], f32::NEG_INFINITY);
-        let e = exp_sum_step::<FITS>(&chunk, m, factor, &mut sums);
+        let e = exp_sum_step::<DIFFERENCE>(&chunk, m, factor, &mut sums);
         if STORE {
             y[full..].copy_from_slice(&e[..rest]);
         }
@@ -685,7 +705,7 @@ fn prefetch(value: &f32) {
 
 /// Returns the terms exp(z - m) of one chunk, and adds them to the lanes' sums.
 #[inline(always)]
-fn exp_sum_step<const FITS: bool>(
+fn exp_sum_step<const DIFFERENCE: u8>(
     chunk: &[f32; LANES],
     m: f32,
     factor: Option<Factor>,
@@ -693,7 +713,7 @@ fn exp_sum_step<const FITS: bool>(
 ) -> [f32; LANES] {
     let mut e = [0.0f32; LANES];
     for lane in 0..LANES {
-        e[lane] = plain_term::<FITS>(chunk[lane], m, factor);
+        e[lane] = plain_term::<DIFFERENCE>(chunk[lane], m, factor);
         add_fast_two_sum(&mut sum[lane], &mut error[lane], e[lane]);
     }
     e
@@ -762,12 +782,14 @@ fn vertical_rows(x: &[f32], y: &mut [f32], count: usize, cols: usize, params: &R
             }
             continue;
         }
+        // TwoSum for every lane: choosing Fast2Sum per block (as `one_row` does per row)
+        // measured slower, since the lanes of a block seldom agree.
         let fits = magnitudes.iter().all(|&bits| bits < NO_OVERFLOW_BITS);
         match (fits, params.log) {
-            (true, false) => vertical_block::<true, false>(&mut columns, &m, params),
-            (true, true) => vertical_block::<true, true>(&mut columns, &m, params),
-            (false, false) => vertical_block::<false, false>(&mut columns, &m, params),
-            (false, true) => vertical_block::<false, true>(&mut columns, &m, params),
+            (true, false) => vertical_block::<TWO_SUM, false>(&mut columns, &m, params),
+            (true, true) => vertical_block::<TWO_SUM, true>(&mut columns, &m, params),
+            (false, false) => vertical_block::<HALVED, false>(&mut columns, &m, params),
+            (false, true) => vertical_block::<HALVED, true>(&mut columns, &m, params),
         }
         transposer.to_rows(&columns, &mut y[range]);
     }
@@ -784,7 +806,7 @@ fn vertical_rows(x: &[f32], y: &mut [f32], count: usize, cols: usize, params: &R
 /// that they stay loops over the lanes: unrolled, the compiler vectorised the loop over the
 /// columns instead, with a gather and a scatter per column.
 #[inline(always)]
-fn vertical_block<const FITS: bool, const LOG: bool>(
+fn vertical_block<const DIFFERENCE: u8, const LOG: bool>(
     columns: &mut [[f32; LANES]],
     m: &[f32; LANES],
     params: &RowParams,
@@ -794,7 +816,7 @@ fn vertical_block<const FITS: bool, const LOG: bool>(
     let mut error = [0.0f32; LANES];
     for column in columns.iter_mut() {
         for lane in 0..LANES {
-            let e = plain_term::<FITS>(column[lane], m[lane], params.factor);
+            let e = plain_term::<DIFFERENCE>(column[lane], m[lane], params.factor);
             add_fast_two_sum(&mut sum[lane], &mut error[lane], e);
             if !LOG {
                 column[lane] = e;
@@ -1062,14 +1084,13 @@ fn entropy_of(sum: f32, entropy_sum: f32, params: &RowParams) -> f32 {
     (math::log_accurate(sum) - entropy_sum / sum) * params.entropy.unwrap_or(1.0)
 }
 
-/// Returns the max order key over `x`, and whether no difference between its elements can
-/// overflow f32 (every |x| below 2^126), in one pass. The pass takes the float max and the
-/// max magnitude; only a row with an infinity or NaN, which the magnitude shows, takes the
-/// order keys again.
+/// Returns the max order key over `x`, and the bits of its largest |x|, in one pass. The
+/// pass takes the float max and the max magnitude; only a row with an infinity or NaN, which
+/// the magnitude shows, takes the order keys again.
 #[inline(always)]
-fn scan(x: &[f32]) -> (u32, bool) {
+fn scan(x: &[f32]) -> (u32, u32) {
     let Some(&first) = x.first() else {
-        return (0, true);
+        return (0, 0);
     };
     let mut state = ([first; LANES], [0u32; LANES]);
     let mut chunks = x.chunks_exact(LANES);
@@ -1086,7 +1107,7 @@ fn scan(x: &[f32]) -> (u32, bool) {
         return scan_keys(x);
     }
     let max = maxima.into_iter().fold(f32::NEG_INFINITY, f32::max);
-    (math::order_key(max), magnitude < NO_OVERFLOW_BITS)
+    (math::order_key(max), magnitude)
 }
 
 /// Adds one chunk to the lanes' maxima and max magnitude bits.
@@ -1106,7 +1127,7 @@ fn scan_step(chunk: &[f32; LANES], (maxima, magnitudes): &mut ([f32; LANES], [u3
 
 /// As `scan`, by order keys, which also rank the infinities and NaN.
 #[inline(always)]
-fn scan_keys(x: &[f32]) -> (u32, bool) {
+fn scan_keys(x: &[f32]) -> (u32, u32) {
     let mut keys = [0u32; LANES];
     let mut magnitudes = [0u32; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -1122,7 +1143,36 @@ fn scan_keys(x: &[f32]) -> (u32, bool) {
     }
     let key = keys.into_iter().max().unwrap_or(0);
     let magnitude = magnitudes.into_iter().max().unwrap_or(0);
-    (key, magnitude < NO_OVERFLOW_BITS)
+    (key, magnitude)
+}
+
+/// How a row forms each exact difference x - m, from its max m and the bits of its largest
+/// |x|: as plain TwoSum (six steps), with Fast2Sum (three steps) when the order of the two
+/// magnitudes is the same for every element, or from halves when a difference can overflow.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Difference {
+    /// Some |x| reaches 2^126, so x - m may overflow: `plain_shift`.
+    Halved,
+    /// `math::two_difference`.
+    TwoSum,
+    /// m <= 0, so every |x| >= |m|.
+    XLarger,
+    /// Every |x| <= m.
+    MaxLarger,
+}
+
+impl Difference {
+    fn of(m: f32, magnitude: u32) -> Difference {
+        if magnitude >= NO_OVERFLOW_BITS {
+            Difference::Halved
+        } else if m <= 0.0 {
+            Difference::XLarger
+        } else if magnitude <= m.to_bits() {
+            Difference::MaxLarger
+        } else {
+            Difference::TwoSum
+        }
+    }
 }
 
 /// (exp(z - m), z - m) of one logit with its remainder `lo`; (0, 0) for -inf.
@@ -1319,12 +1369,12 @@ fn long_row_in_place(y: &mut [f32], mask: Option<&[f32]>, params: &RowParams) {
         });
 }
 
-/// A long row's max key, sum and entropy, and whether no difference x - max can overflow.
+/// A long row's max key, sum and entropy, and the bits of its largest |x|.
 struct RowStats {
     key: u32,
     sum: f32,
     entropy: f32,
-    fits: bool,
+    magnitude: u32,
 }
 
 /// A block's max key, and its sum and entropy sum relative to the block's max.
@@ -1333,8 +1383,8 @@ struct BlockStats {
     key: u32,
     sum: f32,
     entropy_sum: f32,
-    /// Whether every |x| in the block is below 2^126.
-    fits: bool,
+    /// The bits of the block's largest |x|.
+    magnitude: u32,
 }
 
 fn long_row_stats(row: &[f32], mask: Option<&[f32]>, params: &RowParams) -> RowStats {
@@ -1354,14 +1404,15 @@ fn long_row_stats(row: &[f32], mask: Option<&[f32]>, params: &RowParams) -> RowS
         .map(|partial| partial.key)
         .max()
         .unwrap_or(0);
-    let fits = partials.iter().all(|partial| partial.fits);
+    let magnitude = partials.iter().map(|partial| partial.magnitude).max();
+    let magnitude = magnitude.unwrap_or(0);
     if !math::key_is_finite(key) {
         let fill = params.fill(key);
         return RowStats {
             key,
             sum: 0.0,
             entropy: fill,
-            fits,
+            magnitude,
         };
     }
     // d = sum of d_b exp(m_b - m), and the entropy sum exp(m_b - m) (s_b + d_b (m_b - m)).
@@ -1389,7 +1440,7 @@ fn long_row_stats(row: &[f32], mask: Option<&[f32]>, params: &RowParams) -> RowS
         key,
         sum,
         entropy: entropy_of(sum, entropy_sum.0 + entropy_sum.1, params),
-        fits,
+        magnitude,
     }
 }
 
@@ -1411,19 +1462,20 @@ fn block_stats(x: &[f32], mask: Option<&[f32]>, params: &RowParams, next: &[f32]
 
 #[inline(always)]
 fn block_stats_of(x: &[f32], lo: Option<&[f32]>, params: &RowParams, next: &[f32]) -> BlockStats {
-    let (key, fits) = scan(x);
+    let (key, magnitude) = scan(x);
     let mut stats = BlockStats {
         key,
         sum: 0.0,
         entropy_sum: 0.0,
-        fits,
+        magnitude,
     };
     if !math::key_is_finite(key) {
         return stats;
     }
     let m = math::key_value(key);
     if lo.is_none() && params.entropy.is_none() {
-        stats.sum = plain_exp_sum::<false>(x, m, fits, params.factor, &mut [], next);
+        let difference = Difference::of(m, magnitude);
+        stats.sum = plain_exp_sum::<false>(x, m, difference, params.factor, &mut [], next);
     } else {
         (stats.sum, stats.entropy_sum) = exp_sum(x, lo, m, params, None);
     }
@@ -1464,22 +1516,31 @@ fn normalize_block_of(
     if params.log {
         log_pass(x, lo, m, math::log_accurate(stats.sum), params, y);
     } else if lo.is_none() {
-        // The row max is one of the row's elements, so it is below 2^126 as well.
-        let reciprocal = 1.0 / stats.sum;
-        if stats.fits {
-            for (out, &value) in y.iter_mut().zip(x) {
-                let e = plain_term::<true>(value, m, params.factor);
-                *out = quotient(e, stats.sum, reciprocal);
-            }
-        } else {
-            for (out, &value) in y.iter_mut().zip(x) {
-                let e = plain_term::<false>(value, m, params.factor);
-                *out = quotient(e, stats.sum, reciprocal);
-            }
+        match Difference::of(m, stats.magnitude) {
+            Difference::Halved => normalize_plain::<HALVED>(x, y, m, stats.sum, params),
+            Difference::TwoSum => normalize_plain::<TWO_SUM>(x, y, m, stats.sum, params),
+            Difference::XLarger => normalize_plain::<X_LARGER>(x, y, m, stats.sum, params),
+            Difference::MaxLarger => normalize_plain::<MAX_LARGER>(x, y, m, stats.sum, params),
         }
     } else {
         let _ = exp_sum(x, lo, m, params, Some(y));
         divide(y, stats.sum);
+    }
+}
+
+/// Writes exp(z - m) / sum for each logit of a block without a mask.
+#[inline(always)]
+fn normalize_plain<const DIFFERENCE: u8>(
+    x: &[f32],
+    y: &mut [f32],
+    m: f32,
+    sum: f32,
+    params: &RowParams,
+) {
+    let reciprocal = 1.0 / sum;
+    for (out, &value) in y.iter_mut().zip(x) {
+        let e = plain_term::<DIFFERENCE>(value, m, params.factor);
+        *out = quotient(e, sum, reciprocal);
     }
 }
 
@@ -1494,4 +1555,65 @@ fn block_logits(x: &[f32], mask: &[f32], params: &RowParams) -> (Vec<f32>, Vec<f
         ..*params
     };
     (hi, lo, unscaled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks that each row's chosen difference is exact for every element of the row.
+    fn assert_exact(rows: &[Vec<f32>], expected: Difference) {
+        for row in rows {
+            let (key, magnitude) = scan(row);
+            let m = math::key_value(key);
+            let chosen = Difference::of(m, magnitude);
+            assert_eq!(chosen, expected, "row {row:?}");
+            if chosen == Difference::Halved {
+                // `plain_shift` forms these; tests/numerics.rs checks its results.
+                continue;
+            }
+            for &x in row {
+                let (hi, lo) = match chosen {
+                    Difference::XLarger => exact_difference::<X_LARGER>(x, m),
+                    Difference::MaxLarger => exact_difference::<MAX_LARGER>(x, m),
+                    _ => exact_difference::<TWO_SUM>(x, m),
+                };
+                let exact = x as f64 - m as f64;
+                assert_eq!(hi as f64 + lo as f64, exact, "{x} - {m}: {hi} + {lo}");
+            }
+        }
+    }
+
+    /// Rows whose elements have many different exponents, so that most differences round.
+    fn rows(sign: f32, offset: f32) -> Vec<Vec<f32>> {
+        (0..50)
+            .map(|row| {
+                (0..67)
+                    .map(|i| {
+                        let scale = 2f32.powi((i * 7 + row) % 40 - 20);
+                        sign * (1.0 + 0.123_456_7 * i as f32) * scale + offset
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_row_forms_its_differences_exactly() {
+        // Negative values: m <= 0.
+        assert_exact(&rows(-1.0, 0.0), Difference::XLarger);
+        // Positive values, so every |x| <= m.
+        assert_exact(&rows(1.0, 0.0), Difference::MaxLarger);
+        // Both signs, with larger negative magnitudes than the max.
+        let mixed: Vec<Vec<f32>> = rows(-1.0, 0.0)
+            .into_iter()
+            .map(|mut row| {
+                row[3] = 0.3;
+                row
+            })
+            .collect();
+        assert_exact(&mixed, Difference::TwoSum);
+        // Values near 2^127: the difference may overflow.
+        assert_exact(&[vec![3e38, -3e38]], Difference::Halved);
+    }
 }
