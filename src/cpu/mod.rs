@@ -558,7 +558,15 @@ fn one_row(
         // The common case: no mask and no entropy.
         if params.log {
             let sum = plain_exp_sum::<false>(x, m, difference, params.factor, y, next);
-            log_pass(x, None, m, math::log_accurate(sum), params, y);
+            let log_sum = math::log_accurate(sum);
+            match difference {
+                Difference::Halved => log_plain::<HALVED>(x, y, m, log_sum, params.factor),
+                Difference::TwoSum => log_plain::<TWO_SUM>(x, y, m, log_sum, params.factor),
+                Difference::XLarger => log_plain::<X_LARGER>(x, y, m, log_sum, params.factor),
+                Difference::MaxLarger => {
+                    log_plain::<MAX_LARGER>(x, y, m, log_sum, params.factor);
+                }
+            }
         } else {
             let sum = plain_exp_sum::<true>(x, m, difference, params.factor, y, next);
             divide(y, sum);
@@ -838,7 +846,11 @@ fn vertical_block<const DIFFERENCE: u8, const LOG: bool>(
             let values = column[..lanes].iter_mut().zip(&m[..lanes]);
             let values = values.zip(&log_d[..lanes]);
             for ((value, &m), &log_d) in values {
-                let (hi, lo) = plain_shift(*value, m, params.factor);
+                let (hi, lo) = match (DIFFERENCE, params.factor) {
+                    (HALVED, factor) => plain_shift(*value, m, factor),
+                    (_, None) => exact_difference::<DIFFERENCE>(*value, m),
+                    (_, Some(c)) => math::scaled(exact_difference::<DIFFERENCE>(*value, m), c),
+                };
                 *value = (hi - log_d) + lo;
             }
         }
@@ -1302,6 +1314,31 @@ fn quotient(y: f32, d: f32, reciprocal: f32) -> f32 {
     residual.mul_add(reciprocal, q)
 }
 
+/// As `log_pass`, for logits without a remainder, with x - m formed as DIFFERENCE says.
+#[inline(always)]
+fn log_plain<const DIFFERENCE: u8>(
+    x: &[f32],
+    y: &mut [f32],
+    m: f32,
+    log_sum: f32,
+    factor: Option<Factor>,
+) {
+    for (out, &value) in y.iter_mut().zip(x) {
+        let (hi, lo) = match (DIFFERENCE, factor) {
+            (HALVED, _) => plain_shift(value, m, factor),
+            (_, None) => exact_difference::<DIFFERENCE>(value, m),
+            (_, Some(c)) => math::scaled(exact_difference::<DIFFERENCE>(value, m), c),
+        };
+        let log = (hi - log_sum) + lo;
+        // -inf gives a NaN remainder.
+        *out = if value == f32::NEG_INFINITY {
+            f32::NEG_INFINITY
+        } else {
+            log
+        };
+    }
+}
+
 /// Writes (z - m) - log_sum for each logit; -inf stays -inf.
 #[inline(always)]
 fn log_pass(
@@ -1513,7 +1550,7 @@ fn normalize_block_of(
     params: &RowParams,
 ) {
     let m = math::key_value(stats.key);
-    if params.log {
+    if lo.is_some() && params.log {
         log_pass(x, lo, m, math::log_accurate(stats.sum), params, y);
     } else if lo.is_none() {
         match Difference::of(m, stats.magnitude) {
@@ -1528,7 +1565,8 @@ fn normalize_block_of(
     }
 }
 
-/// Writes exp(z - m) / sum for each logit of a block without a mask.
+/// Writes exp(z - m) / sum, or (z - m) - log(sum) for the log, for each logit of a block
+/// without a mask.
 #[inline(always)]
 fn normalize_plain<const DIFFERENCE: u8>(
     x: &[f32],
@@ -1537,6 +1575,9 @@ fn normalize_plain<const DIFFERENCE: u8>(
     sum: f32,
     params: &RowParams,
 ) {
+    if params.log {
+        return log_plain::<DIFFERENCE>(x, y, m, math::log_accurate(sum), params.factor);
+    }
     let reciprocal = 1.0 / sum;
     for (out, &value) in y.iter_mut().zip(x) {
         let e = plain_term::<DIFFERENCE>(value, m, params.factor);
