@@ -94,8 +94,9 @@ impl fmt::Display for AdapterChoice {
 pub struct EngineOptions {
     /// The adapter to run on.
     pub adapter: AdapterChoice,
-    /// Caps the storage binding size that plans use, in bytes, below the device's limit. Tests
-    /// use it to exercise chunking on adapters with large bindings.
+    /// Caps the storage binding size, in bytes, below the adapter's limit: the device is
+    /// created with this limit, and plans keep to it. Tests use it to exercise chunking on
+    /// adapters with large bindings.
     pub max_storage_binding_bytes: Option<u64>,
     /// Caps the workgroups per dispatch dimension that plans use, below the device's limit.
     /// Tests use it to exercise folded grids on small inputs.
@@ -306,10 +307,17 @@ impl Engine {
             driver_description(&info)
         );
 
+        // A cap on the binding size applies to the device as well, so that a binding past it
+        // is a validation error, as on a device whose limit it is.
+        let mut limits = adapter.limits();
+        if let Some(max) = options.max_storage_binding_bytes {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(max);
+        }
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("sigmax device"),
             required_features: adapter.features() & OPTIONAL_FEATURES,
-            required_limits: adapter.limits(),
+            required_limits: limits,
             ..Default::default()
         };
         let (device, queue) = adapter

@@ -216,6 +216,16 @@ fn softmax_rows_longer_than_binding() {
 }
 
 #[test]
+fn softmax_split_rows_whose_output_exceeds_binding() {
+    // Rows longer than one block but shorter than a binding, 3.8 MiB of them in all: chunks
+    // hold whole rows, and the merge must not bind the whole output.
+    let backends = engines_with_small_bindings();
+    let (rows, cols) = (50, 20_000);
+    let input = random_values(rows * cols, 5, -20.0, 20.0);
+    check_long_rows(&backends, &input, rows, "50 rows of 20,000");
+}
+
+#[test]
 fn softmax_long_row_max_positions() {
     let backends = engines_with_small_bindings();
     let cols = 1_500_001;

@@ -378,10 +378,14 @@ impl Engine {
                 )
                 .collect();
             if let Some(merge) = plan.merge {
-                // The merge binds the first chunk's input, which it does not access, and the
-                // output of every row for the entropy.
-                let merge_output =
-                    output.bind(&output_range(&(0..rows * cols), 0, rows), alignment);
+                // The merge binds the first chunk's input and, but for the entropy, its
+                // output, neither of which it accesses. For the entropy it binds the output of
+                // every row, one f32 each. Binding a whole softmax output would exceed the
+                // device's max binding for outputs over 128 MiB.
+                let merge_output = match entropy {
+                    Some(_) => output.bind(&output_range(&(0..rows * cols), 0, rows), alignment),
+                    None => bindings[0].1.clone(),
+                };
                 let out_offset = merge_output.1;
                 bindings.push((bindings[0].0.clone(), merge_output, bindings[0].2.clone()));
                 params.push(Params {
