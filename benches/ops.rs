@@ -1,9 +1,10 @@
-//! Kernel time of the GPU launchers and run time of the f64 CPU reference, per case.
+//! Kernel time of the GPU launchers, run time of the CPU backend and of the f64 reference,
+//! and a copy of the same bytes, per case.
 //!
 //! GPU time covers record, submit and the wait for the device, with input and output already
-//! on the device, so upload and readback are excluded. The CPU side is the oracle that GPU
-//! results are checked against, not a fast backend. benches/README.md explains how to read
-//! the numbers.
+//! on the device, so upload and readback are excluded. The CPU backend and the copy run on
+//! every core into a preallocated output. The reference is the oracle that both backends are
+//! checked against, not a fast path. benches/README.md explains how to read the numbers.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -13,9 +14,10 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
     criterion_main,
 };
+use sigmax::cpu::Cpu;
 use sigmax::planner::{self, DType, Kernel};
 use sigmax::verify::Bound;
-use sigmax::{BufferRegion, Engine, EngineOptions, Op};
+use sigmax::{BufferRegion, Engine, EngineOptions, Op, SoftmaxOptions};
 
 /// Every case's element count is divided by this when the `CI` environment variable is set.
 const CI_SHRINK: usize = 16;
@@ -81,6 +83,18 @@ fn run_cpu(case: &Case, input: &[f32], output: &mut [f32]) -> sigmax::Result<()>
     match case.op {
         Op::Sigmoid => sigmax::reference::sigmoid_into(input, output),
         Op::Softmax => sigmax::reference::softmax_into(input, case.rows, case.cols, output),
+        op => panic!("the bench has no case for {}", op.name()),
+    }
+}
+
+/// Runs `case` on the fast CPU backend into `output`.
+fn run_fast_cpu(cpu: &Cpu, case: &Case, input: &[f32], output: &mut [f32]) -> sigmax::Result<()> {
+    match case.op {
+        Op::Sigmoid => cpu.elementwise_into(Op::Sigmoid, input, output),
+        Op::Softmax => {
+            let options = SoftmaxOptions::default();
+            cpu.softmax_with_into(input, case.rows, case.cols, &options, output)
+        }
         op => panic!("the bench has no case for {}", op.name()),
     }
 }
@@ -172,8 +186,14 @@ fn warm_up_and_verify(
     }
 }
 
-/// Benches `case` on the GPU (when `engine` is present) and on the CPU reference in `group`.
-fn bench_case(group: &mut BenchmarkGroup<'_, WallTime>, engine: Option<&Engine>, case: &Case) {
+/// Benches `case` on the GPU (when `engine` is present), on the CPU backend, as a copy on the
+/// CPU, and on the CPU reference, in `group`.
+fn bench_case(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    engine: Option<&Engine>,
+    cpu: &Cpu,
+    case: &Case,
+) {
     let input = sigmax::bench::bench_input(case.elements());
     let mut output = vec![0.0f32; case.elements()];
     group.throughput(Throughput::Bytes(
@@ -207,6 +227,36 @@ fn bench_case(group: &mut BenchmarkGroup<'_, WallTime>, engine: Option<&Engine>,
         });
     }
 
+    // The CPU backend, checked against the reference like the GPU.
+    let mut expected = vec![0.0f32; case.elements()];
+    run_cpu(case, &input, &mut expected)
+        .unwrap_or_else(|error| panic!("{}: CPU reference failed: {error}", case.name()));
+    run_fast_cpu(cpu, case, &input, &mut output)
+        .unwrap_or_else(|error| panic!("{}: CPU backend failed: {error}", case.name()));
+    let bound = Bound::of(case.op);
+    if let Some(index) = bound.first_violation(&output, &expected) {
+        panic!(
+            "{}: CPU backend output {} at element {index} is outside the bound ({bound}) of the reference {}",
+            case.name(),
+            output[index],
+            expected[index]
+        );
+    }
+    group.bench_function(BenchmarkId::new("cpu", case.label()), |bencher| {
+        bencher.iter(|| {
+            if let Err(error) = run_fast_cpu(cpu, case, black_box(&input), black_box(&mut output)) {
+                panic!("{}: CPU backend failed: {error}", case.name());
+            }
+        });
+    });
+    group.bench_function(BenchmarkId::new("cpu-memcpy", case.label()), |bencher| {
+        bencher.iter(|| {
+            if let Err(error) = cpu.copy_into(black_box(&input), black_box(&mut output)) {
+                panic!("{}: copy failed: {error}", case.name());
+            }
+        });
+    });
+
     group.bench_function(BenchmarkId::new("cpu-reference", case.label()), |bencher| {
         bencher.iter(|| {
             if let Err(error) = run_cpu(case, black_box(&input), black_box(&mut output)) {
@@ -223,6 +273,7 @@ fn bench_ops(criterion: &mut Criterion) {
         1
     };
     let (sigmoid_cases, softmax_cases) = cases(shrink);
+    let cpu = Cpu::new(None).unwrap_or_else(|error| panic!("starting the CPU backend: {error}"));
 
     let engine = match Engine::new(EngineOptions::default()) {
         Ok(engine) => {
@@ -248,14 +299,13 @@ fn bench_ops(criterion: &mut Criterion) {
         // 1 + 2 + ... + 10 = 55 calls.
         group.sampling_mode(SamplingMode::Flat);
         for case in group_cases {
-            bench_case(&mut group, engine.as_ref(), case);
+            bench_case(&mut group, engine.as_ref(), &cpu, case);
         }
         group.finish();
     }
 }
 
-// About 6 s per benchmark: full runs of the 6 took 53-59 s on a 2-core machine with lavapipe
-// (Mesa 22.3.6), with or without `CI`.
+// About 6 s per benchmark, four per case.
 criterion_group! {
     name = benches;
     config = Criterion::default()
