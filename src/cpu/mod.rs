@@ -507,8 +507,11 @@ fn rows_kernel<'a>(
     params: &RowParams,
 ) {
     match out {
+        RowsOut::Rows(y) if lo.is_none() && cols == LANES => {
+            vertical_rows::<LANES>(x, y, count, cols, params);
+        }
         RowsOut::Rows(y) if lo.is_none() && cols <= VERTICAL_MAX_COLS => {
-            vertical_rows(x, y, count, cols, params);
+            vertical_rows::<0>(x, y, count, cols, params);
         }
         RowsOut::Rows(y) => {
             for row in 0..count {
@@ -765,18 +768,29 @@ const VERTICAL_MAX_COLS: usize = 64;
 /// exp and the compensated sums run down the columns in vector registers, and transposed
 /// back on the way out. A block with a value that is not finite, and the last rows, run row
 /// by row.
+///
+/// COLS, when not 0, is `cols` known at compile time: with 16 columns a whole block fits in
+/// the vector registers, which took [1048576, 16] from 7.6 to 6.4 ms.
 #[inline(always)]
-fn vertical_rows(x: &[f32], y: &mut [f32], count: usize, cols: usize, params: &RowParams) {
+fn vertical_rows<const COLS: usize>(
+    x: &[f32],
+    y: &mut [f32],
+    count: usize,
+    cols: usize,
+    params: &RowParams,
+) {
+    let cols = if COLS > 0 { COLS } else { cols };
     let blocks = count / LANES;
     let transposer = Transposer::new(cols);
-    let mut columns = vec![[0.0f32; LANES]; cols];
+    let mut storage = [[0.0f32; LANES]; VERTICAL_MAX_COLS];
+    let columns = &mut storage[..cols];
     let block_len = LANES * cols;
     for block in 0..blocks {
         let range = block * block_len..(block + 1) * block_len;
-        transposer.to_columns(&x[range.clone()], &mut columns);
+        transposer.to_columns(&x[range.clone()], columns);
         let mut state = ([0.0f32; LANES], [0u32; LANES]);
         state.0 = columns[0];
-        for column in &columns {
+        for column in columns.iter() {
             scan_step(column, &mut state);
         }
         let (m, magnitudes) = state;
@@ -794,12 +808,12 @@ fn vertical_rows(x: &[f32], y: &mut [f32], count: usize, cols: usize, params: &R
         // measured slower, since the lanes of a block seldom agree.
         let fits = magnitudes.iter().all(|&bits| bits < NO_OVERFLOW_BITS);
         match (fits, params.log) {
-            (true, false) => vertical_block::<TWO_SUM, false>(&mut columns, &m, params),
-            (true, true) => vertical_block::<TWO_SUM, true>(&mut columns, &m, params),
-            (false, false) => vertical_block::<HALVED, false>(&mut columns, &m, params),
-            (false, true) => vertical_block::<HALVED, true>(&mut columns, &m, params),
+            (true, false) => vertical_block::<TWO_SUM, false>(columns, &m, params),
+            (true, true) => vertical_block::<TWO_SUM, true>(columns, &m, params),
+            (false, false) => vertical_block::<HALVED, false>(columns, &m, params),
+            (false, true) => vertical_block::<HALVED, true>(columns, &m, params),
         }
-        transposer.to_rows(&columns, &mut y[range]);
+        transposer.to_rows(columns, &mut y[range]);
     }
     for row in blocks * LANES..count {
         let range = row * cols..(row + 1) * cols;
@@ -975,6 +989,7 @@ mod gather {
     /// Transposes 16 vectors of 16 f32 in place, in four steps of 16 two-source permutes:
     /// each step swaps one bit of the row number with the same bit of the column number.
     #[target_feature(enable = "avx512f")]
+    #[inline]
     fn transpose(r: &mut [__m512; LANES]) {
         swap_step::<8>(r);
         swap_step::<4>(r);
@@ -1007,6 +1022,7 @@ mod gather {
     /// # Safety
     /// The CPU must have AVX-512F, and `rows` must hold LANES * `columns.len()` elements.
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn to_columns_by_16(rows: &[f32], columns: &mut [[f32; LANES]]) {
         let cols = columns.len();
         for tile in 0..cols / LANES {
@@ -1029,6 +1045,7 @@ mod gather {
     /// # Safety
     /// The CPU must have AVX-512F, and `rows` must hold LANES * `columns.len()` elements.
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn to_rows_by_16(columns: &[[f32; LANES]], rows: &mut [f32]) {
         let cols = columns.len();
         for tile in 0..cols / LANES {
