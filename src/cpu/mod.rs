@@ -510,6 +510,9 @@ fn rows_kernel<'a>(
         RowsOut::Rows(y) if lo.is_none() && cols == LANES => {
             vertical_rows::<LANES>(x, y, count, cols, params);
         }
+        RowsOut::Rows(y) if lo.is_none() && cols == 2 => {
+            vertical_rows::<2>(x, y, count, cols, params);
+        }
         RowsOut::Rows(y) if lo.is_none() && cols <= VERTICAL_MAX_COLS => {
             vertical_rows::<0>(x, y, count, cols, params);
         }
@@ -1061,6 +1064,73 @@ mod gather {
         }
     }
 
+    /// Index vectors of `_mm512_permutex2var_ps` that split 16 rows of 2, held in two vectors,
+    /// into the two columns: element 2 lane + j of the pair is column j's lane.
+    const SPLIT_PAIRS: [[i32; LANES]; 2] = {
+        let mut indices = [[0i32; LANES]; 2];
+        let mut lane = 0;
+        while lane < LANES {
+            indices[0][lane] = 2 * lane as i32;
+            indices[1][lane] = 2 * lane as i32 + 1;
+            lane += 1;
+        }
+        indices
+    };
+
+    /// Index vectors that interleave the two columns back into 16 rows of 2: element i of
+    /// output vector k is column i % 2 (the second source from 16 on) at lane 8 k + i / 2.
+    const JOIN_PAIRS: [[i32; LANES]; 2] = {
+        let mut indices = [[0i32; LANES]; 2];
+        let mut k = 0;
+        while k < 2 {
+            let mut i = 0;
+            while i < LANES {
+                indices[k][i] = ((i % 2) * LANES + 8 * k + i / 2) as i32;
+                i += 1;
+            }
+            k += 1;
+        }
+        indices
+    };
+
+    /// As `to_columns`, for rows of 2 elements: two permutes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, `rows` must hold 32 elements and `columns` 2 columns.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn to_columns_by_2(rows: &[f32], columns: &mut [[f32; LANES]]) {
+        // SAFETY: `rows` holds 32 f32, each index array 16 i32, and each column 16 f32.
+        unsafe {
+            let low = _mm512_loadu_ps(rows.as_ptr());
+            let high = _mm512_loadu_ps(rows.as_ptr().add(LANES));
+            for (column, indices) in columns.iter_mut().zip(&SPLIT_PAIRS) {
+                let indices = _mm512_loadu_si512(indices.as_ptr().cast());
+                let values = _mm512_permutex2var_ps(low, indices, high);
+                _mm512_storeu_ps(column.as_mut_ptr(), values);
+            }
+        }
+    }
+
+    /// As `to_rows`, for rows of 2 elements: two permutes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, `rows` must hold 32 elements and `columns` 2 columns.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn to_rows_by_2(columns: &[[f32; LANES]], rows: &mut [f32]) {
+        // SAFETY: as in `to_columns_by_2`.
+        unsafe {
+            let first = _mm512_loadu_ps(columns[0].as_ptr());
+            let second = _mm512_loadu_ps(columns[1].as_ptr());
+            for (out, indices) in rows.chunks_exact_mut(LANES).zip(&JOIN_PAIRS) {
+                let indices = _mm512_loadu_si512(indices.as_ptr().cast());
+                let values = _mm512_permutex2var_ps(first, indices, second);
+                _mm512_storeu_ps(out.as_mut_ptr(), values);
+            }
+        }
+    }
+
     /// Gathers column j from elements j, j + cols, ..., j + 15 cols.
     ///
     /// # Safety
@@ -1070,6 +1140,10 @@ mod gather {
         if columns.len().is_multiple_of(LANES) {
             // SAFETY: as this function's.
             return unsafe { to_columns_by_16(rows, columns) };
+        }
+        if columns.len() == 2 {
+            // SAFETY: as this function's.
+            return unsafe { to_columns_by_2(rows, columns) };
         }
         let cols = columns.len() as i32;
         let starts = _mm512_mullo_epi32(lane_numbers(), _mm512_set1_epi32(cols));
@@ -1095,6 +1169,10 @@ mod gather {
         if columns.len().is_multiple_of(LANES) {
             // SAFETY: as this function's.
             return unsafe { to_rows_by_16(columns, rows) };
+        }
+        if columns.len() == 2 {
+            // SAFETY: as this function's.
+            return unsafe { to_rows_by_2(columns, rows) };
         }
         let source = columns.as_ptr().cast::<f32>();
         for (out, offsets) in rows.chunks_exact_mut(LANES).zip(offsets) {
