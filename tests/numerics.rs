@@ -570,7 +570,7 @@ fn mask_of_large_values() {
 fn many_short_rows_with_non_finite_values() {
     // Blocks of short rows, some with -inf, NaN, +inf or only -inf, and some large, as the
     // CPU backend runs 16 short rows at a time.
-    for cols in [2, 5, 16, 64] {
+    for cols in [2, 5, 16, 40, 64] {
         let rows = 67;
         let mut input = common::random_values(rows * cols, 21, -40.0, 40.0);
         input[3 * cols] = -INF;

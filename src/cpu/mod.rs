@@ -774,9 +774,12 @@ fn merge_lanes(totals: &[f32; LANES], errors: &[f32; LANES]) -> f32 {
 
 /// Maximum row length that `vertical_rows` takes. Measured with `sigmax bench --backend cpu`
 /// on a 2-core AVX-512 machine, in kernel ms with 16 rows per block against one row at a
-/// time. [1048576, 16]: 33.6 against 41.9. [524288, 32]: 21.7 against 26.5.
-/// [262144, 64]: 20.0 against 20.4. [131072, 128]: 19.4 against 15.2.
-const VERTICAL_MAX_COLS: usize = 64;
+/// time: [699050, 24] 17 against 37; [524288, 32] 12.7-13.2 against 15.3-15.9;
+/// [419430, 40] 18.7 against 23.6; [349525, 48] 12.6 against 11.5; [262144, 64] 13.0-13.9
+/// against 9.5-9.7.
+const VERTICAL_MAX_COLS: usize = 40;
+// The copies compiled for 2 and 16 columns store their blocks in VERTICAL_MAX_COLS columns.
+const _: () = assert!(VERTICAL_MAX_COLS >= LANES);
 
 /// Runs softmax or log-softmax over short rows without a mask or entropy, 16 rows at a time
 /// with one row per lane. Each block is transposed into scratch memory, so that the max, the
