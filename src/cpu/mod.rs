@@ -297,8 +297,10 @@ fn map_sigmoid(x: &[f32], y: &mut [f32]) {
             far_left |= value < math::SIGMOID_FLUSHED_MIN || value.is_nan();
         }
         if far_left {
+            // Each element takes the path it would take in any other chunk, so that its
+            // result does not depend on its neighbours.
             for lane in 0..LANES {
-                out[lane] = math::sigmoid(input[lane]);
+                out[lane] = sigmoid_by_element(input[lane]);
             }
         } else {
             for lane in 0..LANES {
@@ -311,7 +313,17 @@ fn map_sigmoid(x: &[f32], y: &mut [f32]) {
         .iter_mut()
         .zip(x_chunks.remainder())
     {
-        *out = math::sigmoid(value);
+        *out = sigmoid_by_element(value);
+    }
+}
+
+/// Sigmoid of one element by the path `map_sigmoid` takes for it.
+#[inline(always)]
+fn sigmoid_by_element(value: f32) -> f32 {
+    if value >= math::SIGMOID_FLUSHED_MIN {
+        math::sigmoid_flushed(value)
+    } else {
+        math::sigmoid(value)
     }
 }
 
@@ -1755,6 +1767,23 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn sigmoid_of_an_element_does_not_depend_on_its_neighbours() {
+        let cpu = Cpu::new(Some(1)).unwrap();
+        let values: Vec<f32> = (0..LANES).map(|i| -3.7 + 0.61 * i as f32).collect();
+        let mut far_left = values.clone();
+        far_left[5] = -100.0;
+        let (mut alone, mut mixed) = (vec![0.0; LANES], vec![0.0; LANES]);
+        cpu.elementwise_into(Op::Sigmoid, &values, &mut alone)
+            .unwrap();
+        cpu.elementwise_into(Op::Sigmoid, &far_left, &mut mixed)
+            .unwrap();
+        for lane in (0..LANES).filter(|&lane| lane != 5) {
+            assert_eq!(alone[lane].to_bits(), mixed[lane].to_bits(), "lane {lane}");
+        }
+        assert!(mixed[5] > 0.0, "sigmoid(-100) = {}", mixed[5]);
     }
 
     #[test]
