@@ -293,7 +293,7 @@ fn temperature_and_scale_within_bound() {
 }
 
 #[test]
-fn rows_of_one_sign_or_led_by_their_max() {
+fn softmax_rows_negative_or_max_led() {
     // The CPU backend forms x - max with Fast2Sum when every |x| is at least |max| (rows of
     // negative values) or at most max (rows led by their max), and with TwoSum otherwise.
     let cols = 1000;

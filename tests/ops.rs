@@ -216,7 +216,7 @@ fn softmax_rows_longer_than_binding() {
 }
 
 #[test]
-fn softmax_split_rows_whose_output_exceeds_binding() {
+fn softmax_split_output_past_binding() {
     // Rows longer than one block but shorter than a binding, 3.8 MiB of them in all: chunks
     // hold whole rows, and the merge must not bind the whole output.
     let backends = engines_with_small_bindings();
