@@ -56,7 +56,7 @@ pub use wgpu;
     reason = "a program holds a few backends at most, and boxing the engine would add a step for every caller"
 )]
 pub enum Backend {
-    /// The f64 reference, [`reference`]: the oracle, single-threaded and slow.
+    /// The f64 reference, [`reference`](mod@reference): the oracle, single-threaded and slow.
     Reference,
     /// The fast CPU backend, [`cpu::Cpu`]: vectorised and threaded, with the GPU's bounds.
     Cpu(cpu::Cpu),
