@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Time PyTorch and NumPy on the shapes of `sigmax bench`, with preallocated outputs, and write
-the medians as JSON in the schema of `sigmax bench --json`, for `sigmax bench --baseline`.
+"""Time PyTorch and NumPy on the shapes of `sigmax bench` and write the medians as JSON.
+
+The outputs are preallocated, and the JSON has the schema of `sigmax bench --json`, for
+`sigmax bench --baseline`.
 
     python3 benches/compare_python.py --json baseline.json [--runs 5] [--threads N]
     cargo run --release -- bench --backend cpu --baseline baseline.json

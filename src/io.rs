@@ -46,11 +46,12 @@ pub fn read_npy(path: &Path) -> Result<Array> {
         std::io::ErrorKind::NotFound => file_error(path, "file not found"),
         _ => file_error(path, format!("cannot read: {error}")),
     })?;
-    parse_npy(&bytes).map_err(|message| file_error(path, message))
+    parse_npy(&bytes, path).map_err(|message| file_error(path, message))
 }
 
-/// Parses the bytes of a .npy file; the error is a message without the file name.
-fn parse_npy(bytes: &[u8]) -> std::result::Result<Array, String> {
+/// Parses the bytes of the .npy file at `path`; the error is a message without the file
+/// name, which a warning names.
+fn parse_npy(bytes: &[u8], path: &Path) -> std::result::Result<Array, String> {
     if !bytes.starts_with(b"\x93NUMPY") {
         return Err("not a .npy file: the magic string \\x93NUMPY is missing".to_owned());
     }
@@ -98,7 +99,8 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Array, String> {
     if rest.len() > expected_bytes {
         // numpy's np.load ignores bytes after the data, so sigmax reads such files too.
         log::warn!(
-            "ignoring {} bytes after the {expected_bytes} bytes of data of shape {shape:?}",
+            "{}: ignoring {} bytes after the {expected_bytes} bytes of data of shape {shape:?}",
+            path.display(),
             rest.len() - expected_bytes
         );
     }
@@ -176,6 +178,10 @@ pub fn check_output_folder(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
+        parse_npy(bytes, Path::new("test.npy"))
+    }
+
     fn npy_bytes(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
         let mut header = format!(
             "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
@@ -199,7 +205,7 @@ mod tests {
     #[test]
     fn parse_reads_c_order_f32() {
         let bytes = npy_bytes("<f4", false, "(2, 2)", &f32_bytes(&[1.0, 2.0, 3.0, 4.0]));
-        let array = parse_npy(&bytes).unwrap();
+        let array = parse(&bytes).unwrap();
         assert_eq!(array.shape, [2, 2]);
         assert_eq!(array.data, [1.0, 2.0, 3.0, 4.0]);
         assert_eq!(array.rows_cols(), (2, 2));
@@ -207,54 +213,54 @@ mod tests {
 
     #[test]
     fn parse_reads_scalar_and_empty() {
-        let scalar = parse_npy(&npy_bytes("<f4", false, "()", &f32_bytes(&[5.0]))).unwrap();
+        let scalar = parse(&npy_bytes("<f4", false, "()", &f32_bytes(&[5.0]))).unwrap();
         assert_eq!(scalar.rows_cols(), (1, 1));
-        let empty = parse_npy(&npy_bytes("<f4", false, "(0, 5)", &[])).unwrap();
+        let empty = parse(&npy_bytes("<f4", false, "(0, 5)", &[])).unwrap();
         assert!(empty.data.is_empty());
         assert_eq!(empty.rows_cols(), (0, 5));
     }
 
     #[test]
     fn parse_rejects_other_dtypes() {
-        let error = parse_npy(&npy_bytes("<f8", false, "(1,)", &[0; 8])).unwrap_err();
+        let error = parse(&npy_bytes("<f8", false, "(1,)", &[0; 8])).unwrap_err();
         assert!(error.contains("'<f8'"), "{error}");
-        let error = parse_npy(&npy_bytes(">f4", false, "(1,)", &[0; 4])).unwrap_err();
+        let error = parse(&npy_bytes(">f4", false, "(1,)", &[0; 4])).unwrap_err();
         assert!(error.contains("'>f4'"), "{error}");
     }
 
     #[test]
     fn parse_rejects_fortran_order() {
-        let error = parse_npy(&npy_bytes("<f4", true, "(2, 2)", &[0; 16])).unwrap_err();
+        let error = parse(&npy_bytes("<f4", true, "(2, 2)", &[0; 16])).unwrap_err();
         assert!(error.contains("Fortran"), "{error}");
     }
 
     #[test]
     fn parse_rejects_truncated_data() {
-        let error = parse_npy(&npy_bytes("<f4", false, "(3,)", &[0; 8])).unwrap_err();
+        let error = parse(&npy_bytes("<f4", false, "(3,)", &[0; 8])).unwrap_err();
         assert!(error.contains("truncated"), "{error}");
     }
 
     #[test]
     fn parse_rejects_garbage() {
-        let error = parse_npy(b"hello").unwrap_err();
+        let error = parse(b"hello").unwrap_err();
         assert!(error.contains("not a .npy file"), "{error}");
         let mut bytes = npy_bytes("<f4", false, "(3,)", &[0; 12]);
         bytes.truncate(20);
-        assert!(parse_npy(&bytes).is_err());
+        assert!(parse(&bytes).is_err());
     }
 
     #[test]
     fn parse_ignores_trailing_bytes() {
         let mut data = f32_bytes(&[1.0, 2.0]);
         data.extend(b"xxxx");
-        let array = parse_npy(&npy_bytes("<f4", false, "(2,)", &data)).unwrap();
+        let array = parse(&npy_bytes("<f4", false, "(2,)", &data)).unwrap();
         assert_eq!(array.data, [1.0, 2.0]);
     }
 
     #[test]
     fn parse_error_is_one_line() {
         let bytes = npy_bytes("<f4", false, "(100, 2a)", &[0; 8]);
-        let error = parse_npy(&bytes).unwrap_err();
+        let error = parse(&bytes).unwrap_err();
         assert_eq!(error.lines().count(), 1, "{error}");
     }
 

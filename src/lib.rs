@@ -11,7 +11,8 @@
 //!   caller's `wgpu::CommandEncoder` on the caller's buffers, for pipelines that keep tensors
 //!   on the device.
 //! - [`Engine::sigmoid`], [`Engine::softmax`] and their `_into` forms: slice in, Vec out.
-//! - [`Backend`]: the same calls on the GPU or on the CPU reference.
+//! - [`Backend`]: the same calls on the GPU, on the fast CPU backend ([`cpu::Cpu`]), on
+//!   whichever of the two is predicted faster per call, or on the f64 [`reference`](mod@reference).
 //!
 //! ```no_run
 //! use sigmax::{Engine, EngineOptions};
