@@ -25,6 +25,8 @@
 //! The f64 reference in [`crate::reference`] stays separate: it is the oracle these kernels
 //! are tested against.
 
+// TODO: only the AVX-512 build of these kernels has run (tests and benches); the AVX2, NEON
+// and generic builds compile but were not run on their CPUs.
 mod math;
 
 use std::cell::RefCell;
@@ -37,6 +39,37 @@ use crate::options::{EntropyUnit, MaskedRows, SoftmaxOptions};
 use crate::planner::Op;
 use crate::reference::{check_entropy_shape, check_len, check_mask_len, check_row_call};
 use math::Factor;
+
+// `Difference` as const generic arguments.
+const HALVED: u8 = 0;
+const TWO_SUM: u8 = 1;
+const X_LARGER: u8 = 2;
+const MAX_LARGER: u8 = 3;
+
+/// Evaluates `$body` with the const `$name` set to the const generic argument of the
+/// `Difference` value `$difference`, so that each way runs its own compiled copy.
+macro_rules! with_difference {
+    ($difference:expr, $name:ident => $body:expr) => {
+        match $difference {
+            Difference::Halved => {
+                const $name: u8 = HALVED;
+                $body
+            }
+            Difference::TwoSum => {
+                const $name: u8 = TWO_SUM;
+                $body
+            }
+            Difference::XLarger => {
+                const $name: u8 = X_LARGER;
+                $body
+            }
+            Difference::MaxLarger => {
+                const $name: u8 = MAX_LARGER;
+                $body
+            }
+        }
+    };
+}
 
 /// Elements a kernel processes per step, one per vector lane on AVX-512.
 const LANES: usize = 16;
@@ -588,14 +621,7 @@ fn one_row(
         if params.log {
             let sum = plain_exp_sum::<false>(x, m, difference, params.factor, y, next);
             let log_sum = math::log_accurate(sum);
-            match difference {
-                Difference::Halved => log_plain::<HALVED>(x, y, m, log_sum, params.factor),
-                Difference::TwoSum => log_plain::<TWO_SUM>(x, y, m, log_sum, params.factor),
-                Difference::XLarger => log_plain::<X_LARGER>(x, y, m, log_sum, params.factor),
-                Difference::MaxLarger => {
-                    log_plain::<MAX_LARGER>(x, y, m, log_sum, params.factor);
-                }
-            }
+            with_difference!(difference, D => log_plain::<D>(x, y, m, log_sum, params.factor));
         } else {
             let sum = plain_exp_sum::<true>(x, m, difference, params.factor, y, next);
             divide(y, sum);
@@ -653,12 +679,6 @@ fn exact_difference<const DIFFERENCE: u8>(x: f32, m: f32) -> (f32, f32) {
     }
 }
 
-// `Difference` as const generic arguments.
-const HALVED: u8 = 0;
-const TWO_SUM: u8 = 1;
-const X_LARGER: u8 = 2;
-const MAX_LARGER: u8 = 3;
-
 /// Sums exp(z - m) over `x` with one compensated sum per lane, storing each exp in `y` when
 /// STORE is set. The lanes are independent, so the compiler vectorises the loop.
 /// `difference` selects how x - m is formed, from the row's scan.
@@ -671,12 +691,7 @@ fn plain_exp_sum<const STORE: bool>(
     y: &mut [f32],
     next: &[f32],
 ) -> f32 {
-    match difference {
-        Difference::Halved => plain_exp_sum_with::<STORE, HALVED>(x, m, factor, y, next),
-        Difference::TwoSum => plain_exp_sum_with::<STORE, TWO_SUM>(x, m, factor, y, next),
-        Difference::XLarger => plain_exp_sum_with::<STORE, X_LARGER>(x, m, factor, y, next),
-        Difference::MaxLarger => plain_exp_sum_with::<STORE, MAX_LARGER>(x, m, factor, y, next),
-    }
+    with_difference!(difference, D => plain_exp_sum_with::<STORE, D>(x, m, factor, y, next))
 }
 
 #[inline(always)]
@@ -924,8 +939,9 @@ fn vertical_block<const DIFFERENCE: u8, const LOG: bool>(
 }
 
 /// Moves blocks of LANES rows of `cols` elements between row-major order and one array per
-/// column. On CPUs with AVX-512 it permutes vectors (rows of 2, or of a multiple of 16) or
-/// gathers 16 elements per instruction; elsewhere it copies element by element.
+/// column. On CPUs with AVX-512 it permutes vectors for rows of 2 or of a multiple of 16, and
+/// gathers 16 elements per instruction for other widths. Elsewhere it copies element by
+/// element.
 struct Transposer {
     cols: usize,
     /// For each group of LANES consecutive row-major elements, the offset of each in the
@@ -1046,7 +1062,7 @@ mod gather {
     #[inline]
     fn swap_step<const B: usize>(r: &mut [__m512; LANES]) {
         let (low, high) = const { swap_indices(B) };
-        // SAFETY: each array holds 16 i32.
+        // SAFETY: each array contains 16 i32.
         let (low, high) = unsafe {
             (
                 _mm512_loadu_si512(low.as_ptr().cast()),
@@ -1070,7 +1086,7 @@ mod gather {
     pub unsafe fn to_columns_by_16(rows: &[f32], columns: &mut [[f32; LANES]]) {
         let cols = columns.len();
         for tile in 0..cols / LANES {
-            // SAFETY: row `lane` of the tile starts at lane * cols + tile * 16 and holds 16
+            // SAFETY: row `lane` of the tile starts at lane * cols + tile * 16 and contains 16
             // elements inside `rows`; the columns of the tile are inside `columns`.
             unsafe {
                 let mut r: [__m512; LANES] = std::array::from_fn(|lane| {
@@ -1141,7 +1157,7 @@ mod gather {
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub unsafe fn to_columns_by_2(rows: &[f32], columns: &mut [[f32; LANES]]) {
-        // SAFETY: `rows` holds 32 f32, each index array 16 i32, and each column 16 f32.
+        // SAFETY: `rows` contains 32 f32, each index array 16 i32, and each column 16 f32.
         unsafe {
             let low = _mm512_loadu_ps(rows.as_ptr());
             let high = _mm512_loadu_ps(rows.as_ptr().add(LANES));
@@ -1190,7 +1206,7 @@ mod gather {
         let starts = _mm512_mullo_epi32(lane_numbers(), _mm512_set1_epi32(cols));
         for (j, column) in columns.iter_mut().enumerate() {
             let offsets = _mm512_add_epi32(starts, _mm512_set1_epi32(j as i32));
-            // SAFETY: every offset is below LANES * cols, inside `rows`, and `column` holds
+            // SAFETY: every offset is below LANES * cols, inside `rows`, and `column` contains
             // LANES f32.
             unsafe {
                 let values = _mm512_i32gather_ps::<4>(offsets, rows.as_ptr());
@@ -1303,8 +1319,9 @@ fn scan_keys(x: &[f32]) -> (u32, u32) {
 }
 
 /// The way a row forms each exact difference x - m, from its max m and the bits of its
-/// largest |x|. Plain TwoSum takes six steps; Fast2Sum takes three when the order of the two
-/// magnitudes is the same for every element; halves serve when a difference can overflow.
+/// largest |x|. Plain TwoSum takes six steps. Fast2Sum takes three, and applies when the
+/// order of the two magnitudes is the same for every element. Halves serve when a difference
+/// can overflow.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Difference {
     /// Some |x| reaches 2^126, so x - m may overflow: `plain_shift`.
@@ -1697,12 +1714,8 @@ fn normalize_block_of(
     if lo.is_some() && params.log {
         log_pass(x, lo, m, math::log_accurate(stats.sum), params, y);
     } else if lo.is_none() {
-        match Difference::of(m, stats.magnitude) {
-            Difference::Halved => normalize_plain::<HALVED>(x, y, m, stats.sum, params),
-            Difference::TwoSum => normalize_plain::<TWO_SUM>(x, y, m, stats.sum, params),
-            Difference::XLarger => normalize_plain::<X_LARGER>(x, y, m, stats.sum, params),
-            Difference::MaxLarger => normalize_plain::<MAX_LARGER>(x, y, m, stats.sum, params),
-        }
+        let difference = Difference::of(m, stats.magnitude);
+        with_difference!(difference, D => normalize_plain::<D>(x, y, m, stats.sum, params));
     } else {
         let _ = exp_sum(x, lo, m, params, Some(y));
         divide(y, stats.sum);
